@@ -1,0 +1,390 @@
+package limiter
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Scope says whose counter a limit charges.
+type Scope uint8
+
+const (
+	// ScopeDefault is ScopeKey for rate limits and ScopeUser for quotas.
+	ScopeDefault Scope = iota
+	// ScopeKey charges the caller itself (its key, user or IP).
+	ScopeKey
+	// ScopeUser charges the caller's user, shared by all its keys; a
+	// caller without a user counts alone.
+	ScopeUser
+	// ScopeGlobal charges one budget shared by every caller.
+	ScopeGlobal
+)
+
+// String returns the configuration word for s.
+func (s Scope) String() string {
+	switch s {
+	case ScopeKey:
+		return "key"
+	case ScopeUser:
+		return "user"
+	case ScopeGlobal:
+		return "global"
+	}
+	return "default"
+}
+
+// Spec is a configured limit, not yet bound to a caller.
+type Spec struct {
+	// Name labels the limit; empty means "<owner>-<window or period>".
+	Name   string
+	Limit  int64
+	Window time.Duration // rate limits
+	Period Period        // quotas; nil for rate limits
+	Scope  Scope
+	Shadow bool
+	// Refundable: the quota charges only requests the upstream answered
+	// with 2xx or 3xx.
+	Refundable bool
+}
+
+// dim names what a spec counts over, unique within one list: "r1s" or
+// "qdaily".
+func (s Spec) dim() string {
+	if s.Period != nil {
+		return "q" + s.Period.String()
+	}
+	return "r" + FormatWindow(s.Window)
+}
+
+func (s Spec) suffix() string {
+	if s.Period != nil {
+		return s.Period.String()
+	}
+	return FormatWindow(s.Window)
+}
+
+// Limits is a rate list and a quota list. A nil list means "inherit";
+// an empty, non-nil list means "none".
+type Limits struct {
+	Rate  []Spec
+	Quota []Spec
+}
+
+// Plan is a named set of limits.
+type Plan struct {
+	Name string
+	Limits
+}
+
+// User gives a user a plan and optionally its own limits.
+type User struct {
+	ID   string
+	Plan string // "" means the default plan
+	Limits
+}
+
+// Key is an API key: the SHA-256 of the secret, never the secret.
+type Key struct {
+	ID   string
+	Hash [sha256.Size]byte
+	User string
+	Plan string // "" means the user's plan, else the default plan
+	Limits
+}
+
+// Route is a group of paths with its own cost and extra limits.
+type Route struct {
+	Name    string
+	Methods []string // empty means any method
+	// Path is exact ("/health"), a prefix ("/api/*") or a glob
+	// ("/v1/*/items", path.Match syntax).
+	Path   string
+	Cost   int64 // units per request; 0 means 1
+	Exempt bool  // never limited, never counted
+	Limits
+}
+
+// Rule is a runtime override of a subject's limits ("key:acme-prod",
+// "user:alice" or "plan:free"), layered on top of the configuration.
+type Rule struct {
+	ID        string
+	Subject   string
+	Limits    Limits
+	ExpiresAt time.Time // zero: never
+}
+
+// PolicyConfig is everything a Policy is built from.
+type PolicyConfig struct {
+	DefaultPlan   string
+	AnonymousPlan string // plan of callers known only by IP; "" means "anonymous"
+	Shadow        bool   // every limit is a shadow limit
+	Plans         []Plan
+	Users         []User
+	Keys          []Key
+	Routes        []Route
+	Rules         []Rule
+}
+
+// Policy answers who a caller is and which limits apply to a request. It
+// is immutable; a reload builds a new one.
+type Policy struct {
+	cfg    PolicyConfig
+	plans  map[string]*Plan
+	users  map[string]*User
+	keys   map[[sha256.Size]byte]*Key
+	routes []route
+	rules  map[string]*Rule
+}
+
+type route struct {
+	*Route
+	match func(string) bool
+}
+
+// NewPolicy checks cfg's references and builds a Policy from it.
+func NewPolicy(cfg PolicyConfig) (*Policy, error) {
+	if cfg.AnonymousPlan == "" {
+		cfg.AnonymousPlan = "anonymous"
+	}
+	p := &Policy{
+		cfg:   cfg,
+		plans: make(map[string]*Plan, len(cfg.Plans)),
+		users: make(map[string]*User, len(cfg.Users)),
+		keys:  make(map[[sha256.Size]byte]*Key, len(cfg.Keys)),
+		rules: make(map[string]*Rule, len(cfg.Rules)),
+	}
+	for i := range cfg.Plans {
+		p.plans[strings.ToLower(cfg.Plans[i].Name)] = &cfg.Plans[i]
+	}
+	planOK := func(name string) bool {
+		_, ok := p.plans[strings.ToLower(name)]
+		return name == "" || ok
+	}
+	if len(p.plans) > 0 && !planOK(cfg.DefaultPlan) {
+		return nil, fmt.Errorf("default plan %q is not defined", cfg.DefaultPlan)
+	}
+	for i := range cfg.Users {
+		u := &cfg.Users[i]
+		if !planOK(u.Plan) {
+			return nil, fmt.Errorf("user %q: plan %q is not defined", u.ID, u.Plan)
+		}
+		p.users[strings.ToLower(u.ID)] = u
+	}
+	ids := make(map[string]bool, len(cfg.Keys))
+	for i := range cfg.Keys {
+		k := &cfg.Keys[i]
+		if ids[k.ID] {
+			return nil, fmt.Errorf("key %q: id used twice", k.ID)
+		}
+		ids[k.ID] = true
+		if _, dup := p.keys[k.Hash]; dup {
+			return nil, fmt.Errorf("key %q: same secret as another key", k.ID)
+		}
+		if !planOK(k.Plan) {
+			return nil, fmt.Errorf("key %q: plan %q is not defined", k.ID, k.Plan)
+		}
+		p.keys[k.Hash] = k
+	}
+	for i := range cfg.Routes {
+		r := &cfg.Routes[i]
+		m, err := pathMatcher(r.Path)
+		if err != nil {
+			return nil, fmt.Errorf("route %q: %w", r.Name, err)
+		}
+		p.routes = append(p.routes, route{Route: r, match: m})
+	}
+	for i := range cfg.Rules {
+		r := &cfg.Rules[i]
+		p.rules[r.Subject] = r
+	}
+	return p, nil
+}
+
+// Config returns what p was built from. Callers must not modify it.
+func (p *Policy) Config() PolicyConfig { return p.cfg }
+
+// WithRules returns a copy of p with its runtime rules replaced.
+func (p *Policy) WithRules(rules []Rule) (*Policy, error) {
+	cfg := p.cfg
+	cfg.Rules = rules
+	return NewPolicy(cfg)
+}
+
+// pathMatcher compiles a route path: exact, prefix ("/api/*") or glob.
+func pathMatcher(pattern string) (func(string) bool, error) {
+	if !strings.HasPrefix(pattern, "/") {
+		return nil, fmt.Errorf("path %q must start with /", pattern)
+	}
+	if base, ok := strings.CutSuffix(pattern, "/*"); ok && !strings.ContainsAny(base, "*?[\\") {
+		prefix := base + "/"
+		return func(p string) bool { return p == base || strings.HasPrefix(p, prefix) }, nil
+	}
+	if !strings.ContainsAny(pattern, "*?[\\") {
+		return func(p string) bool { return p == pattern }, nil
+	}
+	if _, err := path.Match(pattern, ""); err != nil {
+		return nil, fmt.Errorf("path %q: %w", pattern, err)
+	}
+	return func(p string) bool {
+		ok, _ := path.Match(pattern, p)
+		return ok
+	}, nil
+}
+
+// Match returns the first route matching method and path, or nil.
+func (p *Policy) Match(method, urlPath string) *Route {
+	for _, r := range p.routes {
+		if len(r.Methods) > 0 && !slices.Contains(r.Methods, method) {
+			continue
+		}
+		if r.match(urlPath) {
+			return r.Route
+		}
+	}
+	return nil
+}
+
+// Subject is an identified caller.
+type Subject struct {
+	// ID is "key:<id>", "user:<id>" or "ip:<address>".
+	ID    string
+	KeyID string
+	User  string
+	Plan  string
+
+	key *Key
+}
+
+// LookupKey finds the key whose secret hashes to sum. The map finds the
+// candidate by digest, which tells an attacker nothing about the secret;
+// the final comparison is constant-time all the same.
+func (p *Policy) LookupKey(sum [sha256.Size]byte) (Subject, bool) {
+	k, ok := p.keys[sum]
+	if !ok || subtle.ConstantTimeCompare(k.Hash[:], sum[:]) != 1 {
+		return Subject{}, false
+	}
+	plan := k.Plan
+	if plan == "" {
+		plan = p.userPlan(k.User)
+	}
+	return Subject{ID: "key:" + k.ID, KeyID: k.ID, User: k.User, Plan: plan, key: k}, true
+}
+
+// ForUser returns the subject of a user known from a trusted header.
+func (p *Policy) ForUser(id string) Subject {
+	return Subject{ID: "user:" + id, User: id, Plan: p.userPlan(id)}
+}
+
+// ForIP returns the subject of an anonymous caller.
+func (p *Policy) ForIP(ip string) Subject {
+	return Subject{ID: "ip:" + ip, Plan: p.cfg.AnonymousPlan}
+}
+
+func (p *Policy) userPlan(id string) string {
+	if u, ok := p.users[strings.ToLower(id)]; ok && u.Plan != "" {
+		return u.Plan
+	}
+	return p.cfg.DefaultPlan
+}
+
+// Cost returns the units a request on route r costs (1 when r is nil).
+func Cost(r *Route) int64 {
+	if r == nil || r.Cost <= 0 {
+		return 1
+	}
+	return r.Cost
+}
+
+// Limits returns every limit that applies to a request of s on route r
+// (which may be nil) at time now, appended to dst.
+func (p *Policy) Limits(dst []Limit, s Subject, r *Route, now time.Time) []Limit {
+	rate, rateOwner := p.pick(s, now, func(l *Limits) []Spec { return l.Rate })
+	quota, quotaOwner := p.pick(s, now, func(l *Limits) []Spec { return l.Quota })
+	dst = p.bind(dst, s, "", rateOwner, rate)
+	dst = p.bind(dst, s, "", quotaOwner, quota)
+	if r != nil {
+		src := "route:" + r.Name + "/"
+		dst = p.bind(dst, s, src, r.Name, r.Rate)
+		dst = p.bind(dst, s, src, r.Name, r.Quota)
+	}
+	return dst
+}
+
+// pick finds the list that applies to s, most specific first: a runtime
+// rule on the key, the key's own list, a rule on the user, the user's
+// list, a rule on the plan, the plan's list. It returns the list and the
+// name of its owner for default limit names.
+func (p *Policy) pick(s Subject, now time.Time, get func(*Limits) []Spec) ([]Spec, string) {
+	rule := func(subject string) []Spec {
+		if r, ok := p.rules[subject]; ok && (r.ExpiresAt.IsZero() || now.Before(r.ExpiresAt)) {
+			return get(&r.Limits)
+		}
+		return nil
+	}
+	if s.KeyID != "" {
+		if l := rule("key:" + s.KeyID); l != nil {
+			return l, s.KeyID
+		}
+		if s.key != nil && get(&s.key.Limits) != nil {
+			return get(&s.key.Limits), s.KeyID
+		}
+	}
+	if s.User != "" {
+		if l := rule("user:" + s.User); l != nil {
+			return l, s.User
+		}
+		if u, ok := p.users[strings.ToLower(s.User)]; ok && get(&u.Limits) != nil {
+			return get(&u.Limits), s.User
+		}
+	}
+	if l := rule("plan:" + s.Plan); l != nil {
+		return l, s.Plan
+	}
+	if pl, ok := p.plans[strings.ToLower(s.Plan)]; ok {
+		return get(&pl.Limits), pl.Name
+	}
+	return nil, ""
+}
+
+// bind turns specs into limits on s's counters.
+func (p *Policy) bind(dst []Limit, s Subject, source, owner string, specs []Spec) []Limit {
+	for _, sp := range specs {
+		scope := sp.Scope
+		if scope == ScopeDefault {
+			scope = ScopeKey
+			if sp.Period != nil {
+				scope = ScopeUser
+			}
+		}
+		tag := s.ID
+		if s.User != "" {
+			tag = "user:" + s.User
+		}
+		counter := s.ID
+		switch scope {
+		case ScopeUser:
+			counter = tag
+		case ScopeGlobal:
+			tag, counter = "global", "global"
+		}
+		name := sp.Name
+		if name == "" {
+			name = owner + "-" + sp.suffix()
+		}
+		dst = append(dst, Limit{
+			Name:       name,
+			Key:        "{" + tag + "}" + counter + "/" + source + sp.dim(),
+			Limit:      sp.Limit,
+			Window:     sp.Window,
+			Period:     sp.Period,
+			Shadow:     sp.Shadow || p.cfg.Shadow,
+			Refundable: sp.Refundable,
+		})
+	}
+	return dst
+}
