@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+)
+
+// Decider checks and charges the limits of one request.
+// *limiter.Limiter implements it.
+type Decider interface {
+	// Decide checks every limit and, only if all pass, charges cost.
+	Decide(ctx context.Context, limits []limiter.Limit, cost int64) (limiter.Decision, error)
+	// Refund gives a failed request's cost back to refundable quotas.
+	Refund(ctx context.Context, d *limiter.Decision, cost int64) error
+}
+
+// decide applies the limits of the request and answers 429 or 503 when
+// it may not pass (SPEC §4.3, §4.5, §4.6).
+func (p *Proxy) decide(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		x := exchangeFrom(r.Context())
+		if x.exempt {
+			next.ServeHTTP(w, r)
+			return
+		}
+		limits := x.settings.Policy.Limits(make([]limiter.Limit, 0, 8), x.subject, x.route, p.now())
+		if len(limits) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		d, err := p.decider.Decide(r.Context(), limits, x.cost)
+		if err != nil {
+			msg := "rate limiter unavailable"
+			if !errors.Is(err, limiter.ErrUnavailable) {
+				msg = "rate limiter failed"
+			}
+			p.fail(w, r, http.StatusServiceUnavailable, "limiter_unavailable", msg, err)
+			return
+		}
+		x.decision, x.decided = d, true
+		x.headers = rateLimitHeaders(x.headers[:0], &d, p.now())
+		if names := d.ShadowLimited(); len(names) > 0 {
+			x.shadow = strings.Join(names, ", ")
+		}
+		if !d.Allowed {
+			p.refuse(w, r, x)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refusal is the body of a 429 (SPEC §4.5).
+type refusal struct {
+	Error      string       `json:"error"`
+	Message    string       `json:"message"`
+	Limit      refusedLimit `json:"limit"`
+	RetryAfter int64        `json:"retry_after_seconds"`
+	Subject    string       `json:"subject"`
+}
+
+type refusedLimit struct {
+	Name   string `json:"name"`
+	Limit  int64  `json:"limit"`
+	Window string `json:"window,omitempty"`
+	Period string `json:"period,omitempty"`
+}
+
+func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, x *exchange) {
+	s := x.decision.Refused()
+	retry := seconds(s.RetryAfter)
+	body := refusal{
+		Error:      "rate_limited",
+		Limit:      refusedLimit{Name: s.Limit.Name, Limit: s.Limit.Limit},
+		RetryAfter: retry,
+		Subject:    x.subject.ID,
+	}
+	if s.Limit.Period != nil {
+		body.Error = "quota_exceeded"
+		body.Limit.Period = s.Limit.Period.String()
+		body.Message = "quota exceeded: " + s.Limit.String() + " (" + s.Limit.Name + ")"
+	} else {
+		body.Limit.Window = limiter.FormatWindow(s.Limit.Window)
+		body.Message = "rate limit exceeded: " + s.Limit.String() + " (" + s.Limit.Name + ")"
+	}
+	if x.cost > s.Limit.Limit {
+		body.Message += "; this request costs " + strconv.FormatInt(x.cost, 10) + " and can never fit"
+	}
+	h := w.Header()
+	setHeaders(h, x)
+	h.Set("Retry-After", strconv.FormatInt(retry, 10))
+	h.Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusTooManyRequests, body)
+}
+
+// seconds rounds d up to whole seconds, at least 1 (Retry-After).
+func seconds(d time.Duration) int64 {
+	s := int64((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		return 1
+	}
+	return s
+}
+
+// ceilSeconds rounds d up to whole seconds, 0 for d <= 0.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// setHeaders writes the rate-limit and shadow headers of x into h.
+func setHeaders(h http.Header, x *exchange) {
+	for _, kv := range x.headers {
+		h[kv[0]] = []string{kv[1]}
+	}
+	if x.shadow != "" {
+		h.Set("X-Gaia-Shadow-Limited", x.shadow)
+	}
+}
+
+// rateLimitHeaders computes the headers of SPEC §4.6 from enforced limits:
+// RateLimit-Policy lists them all (IETF draft-10 syntax), RateLimit names
+// the one closest to exhaustion, X-RateLimit-* the closest rate limit and
+// X-Quota-* the closest quota.
+func rateLimitHeaders(dst [][2]string, d *limiter.Decision, now time.Time) [][2]string {
+	var policy strings.Builder
+	var closest, rate, quota *limiter.Status
+	for i := range d.Statuses {
+		s := &d.Statuses[i]
+		if s.Limit.Shadow {
+			continue
+		}
+		if policy.Len() > 0 {
+			policy.WriteString(", ")
+		}
+		writeSFString(&policy, s.Limit.Name)
+		policy.WriteString(";q=")
+		policy.WriteString(strconv.FormatInt(s.Limit.Limit, 10))
+		policy.WriteString(";w=")
+		policy.WriteString(strconv.FormatInt(windowSeconds(s, now), 10))
+		closest = closer(closest, s)
+		if s.Limit.Period != nil {
+			quota = closer(quota, s)
+		} else {
+			rate = closer(rate, s)
+		}
+	}
+	if closest == nil {
+		return dst
+	}
+	var rl strings.Builder
+	writeSFString(&rl, closest.Limit.Name)
+	rl.WriteString(";r=")
+	rl.WriteString(strconv.FormatInt(closest.Remaining, 10))
+	rl.WriteString(";t=")
+	rl.WriteString(strconv.FormatInt(ceilSeconds(closest.Reset), 10))
+	dst = append(dst, [2]string{"Ratelimit-Policy", policy.String()}, [2]string{"Ratelimit", rl.String()})
+	if rate != nil {
+		dst = append(dst,
+			[2]string{"X-Ratelimit-Limit", strconv.FormatInt(rate.Limit.Limit, 10)},
+			[2]string{"X-Ratelimit-Remaining", strconv.FormatInt(rate.Remaining, 10)},
+			[2]string{"X-Ratelimit-Reset", strconv.FormatInt(ceilSeconds(rate.Reset), 10)})
+	}
+	if quota != nil {
+		dst = append(dst,
+			[2]string{"X-Quota-Limit", strconv.FormatInt(quota.Limit.Limit, 10)},
+			[2]string{"X-Quota-Remaining", strconv.FormatInt(quota.Remaining, 10)},
+			[2]string{"X-Quota-Reset", strconv.FormatInt(ceilSeconds(quota.Reset), 10)})
+	}
+	return dst
+}
+
+// closer returns whichever status is closer to exhaustion: fewer units
+// remaining, then the later reset.
+func closer(a, b *limiter.Status) *limiter.Status {
+	if a == nil || b.Remaining < a.Remaining || (b.Remaining == a.Remaining && b.Reset > a.Reset) {
+		return b
+	}
+	return a
+}
+
+// windowSeconds is a policy's w: the window, or the current period's length.
+func windowSeconds(s *limiter.Status, now time.Time) int64 {
+	if s.Limit.Period == nil {
+		return ceilSeconds(s.Limit.Window)
+	}
+	start, end := s.Limit.Period.Bounds(now)
+	return ceilSeconds(end.Sub(start))
+}
+
+// writeSFString writes s as a structured-field string (RFC 8941).
+func writeSFString(b *strings.Builder, s string) {
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c >= 0x7f:
+			b.WriteByte('?')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+}

@@ -1,0 +1,185 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"errors"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+)
+
+// maxKeyLen bounds a presented API key; longer ones are malformed.
+const maxKeyLen = 1024
+
+// maxUserLen bounds a user id taken from the user header.
+const maxUserLen = 256
+
+// Identity says how callers are recognised (SPEC §4.1).
+type Identity struct {
+	// APIKeyHeaders are tried in order; the first one present carries
+	// the key. "Authorization" is read as "Bearer <key>".
+	APIKeyHeaders []string
+	// UserHeader names the caller's user, believed only from Trusted peers.
+	UserHeader string
+	// Trusted peers may assert UserHeader and X-Forwarded-For.
+	Trusted []netip.Prefix
+	// RejectAnonymous answers 401 to callers with neither key nor user,
+	// instead of limiting them by IP.
+	RejectAnonymous bool
+	// StripAPIKey keeps the API key header from the upstream.
+	StripAPIKey bool
+}
+
+var (
+	errMalformedKey = errors.New("malformed API key")
+	errNoKey        = errors.New("no API key")
+)
+
+// peer is the connection's remote end and the client it speaks for.
+type peer struct {
+	addr    netip.Addr
+	trusted bool
+	// client is the caller's address: addr, or for a trusted peer the
+	// nearest untrusted hop of X-Forwarded-For.
+	client netip.Addr
+}
+
+func (id *Identity) isTrusted(a netip.Addr) bool {
+	for _, p := range id.Trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// peerOf finds who sent r. A trusted peer's X-Forwarded-For is walked
+// from the right, skipping trusted hops; the first untrusted hop is the
+// client. A hop that does not parse ends the walk, so garbage never
+// becomes an identity: the nearest hop we could read stands instead.
+func (id *Identity) peerOf(r *http.Request) peer {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		// Not a TCP peer (tests, unix sockets): nobody to trust.
+		a, _ := netip.ParseAddr(r.RemoteAddr)
+		return peer{addr: a.Unmap(), client: a.Unmap()}
+	}
+	p := peer{addr: ap.Addr().Unmap()}
+	p.trusted = id.isTrusted(p.addr)
+	p.client = p.addr
+	if !p.trusted {
+		return p
+	}
+	hops := r.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		list := hops[i]
+		for list != "" {
+			var hop string
+			if j := strings.LastIndexByte(list, ','); j >= 0 {
+				hop, list = list[j+1:], list[:j]
+			} else {
+				hop, list = list, ""
+			}
+			a, err := netip.ParseAddr(strings.TrimSpace(hop))
+			if err != nil {
+				return p
+			}
+			p.client = a.Unmap()
+			if !id.isTrusted(p.client) {
+				return p
+			}
+		}
+	}
+	return p
+}
+
+// apiKey returns the presented key and the header that carried it,
+// errNoKey when no key header is present, or errMalformedKey for an
+// empty, repeated or unprintable key.
+func (id *Identity) apiKey(h http.Header) (key, header string, err error) {
+	for _, name := range id.APIKeyHeaders {
+		vals := h.Values(name)
+		if len(vals) == 0 {
+			continue
+		}
+		if len(vals) > 1 {
+			return "", name, errMalformedKey
+		}
+		v := vals[0]
+		if strings.EqualFold(name, "Authorization") {
+			scheme, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
+			if !strings.EqualFold(scheme, "Bearer") {
+				// Another scheme (Basic, ...) is the upstream's business.
+				continue
+			}
+			v = rest
+		}
+		v = strings.TrimSpace(v)
+		if !validToken(v, maxKeyLen) {
+			return "", name, errMalformedKey
+		}
+		return v, name, nil
+	}
+	return "", "", errNoKey
+}
+
+// userID returns the user named by the user header, when the header is
+// present, readable and from a trusted peer.
+func (id *Identity) userID(h http.Header, p peer) (string, bool) {
+	if id.UserHeader == "" || !p.trusted {
+		return "", false
+	}
+	v := strings.TrimSpace(h.Get(id.UserHeader))
+	return v, validToken(v, maxUserLen)
+}
+
+// validToken accepts 1..max visible ASCII characters.
+func validToken(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// identify resolves the caller and the route, and answers 401 for bad
+// or missing credentials (SPEC §4.1, §4.2).
+func (p *Proxy) identify(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		x := exchangeFrom(r.Context())
+		s := x.settings
+		x.peer = s.Identity.peerOf(r)
+		key, header, err := s.Identity.apiKey(r.Header)
+		switch {
+		case err == errNoKey:
+			if user, ok := s.Identity.userID(r.Header, x.peer); ok {
+				x.subject = s.Policy.ForUser(user)
+			} else if s.Identity.RejectAnonymous {
+				p.fail(w, r, http.StatusUnauthorized, "missing_credentials", "an API key or user is required", nil)
+				return
+			} else {
+				x.subject = s.Policy.ForIP(x.peer.client.String())
+			}
+		case err != nil:
+			p.fail(w, r, http.StatusUnauthorized, "invalid_api_key", "the API key in "+header+" is malformed", nil)
+			return
+		default:
+			subj, ok := s.Policy.LookupKey(sha256.Sum256([]byte(key)))
+			if !ok {
+				p.fail(w, r, http.StatusUnauthorized, "invalid_api_key", "the API key in "+header+" is not known", nil)
+				return
+			}
+			x.subject, x.keyHeader = subj, header
+		}
+		x.route = s.Policy.Match(r.Method, r.URL.Path)
+		x.exempt = x.route != nil && x.route.Exempt
+		x.cost = limiter.Cost(x.route)
+		next.ServeHTTP(w, r)
+	})
+}

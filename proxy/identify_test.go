@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"testing"
+)
+
+func testIdentity() *Identity {
+	return &Identity{
+		APIKeyHeaders: []string{"X-Api-Key", "Authorization"},
+		UserHeader:    "X-User-Id",
+		Trusted:       []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+	}
+}
+
+func TestAPIKey(t *testing.T) {
+	tests := []struct {
+		name    string
+		headers map[string][]string
+		key     string
+		header  string
+		err     error
+	}{
+		{"none", nil, "", "", errNoKey},
+		{"x-api-key", map[string][]string{"X-Api-Key": {"k1"}}, "k1", "X-Api-Key", nil},
+		{"bearer", map[string][]string{"Authorization": {"Bearer k2"}}, "k2", "Authorization", nil},
+		{"bearer lower case", map[string][]string{"Authorization": {"bearer k2"}}, "k2", "Authorization", nil},
+		{"first header wins", map[string][]string{"X-Api-Key": {"k1"}, "Authorization": {"Bearer k2"}}, "k1", "X-Api-Key", nil},
+		{"bearer without key", map[string][]string{"Authorization": {"Bearer"}}, "", "Authorization", errMalformedKey},
+		{"bearer with spaces only", map[string][]string{"Authorization": {"Bearer    "}}, "", "Authorization", errMalformedKey},
+		{"basic is not ours", map[string][]string{"Authorization": {"Basic dXNlcjpwYXNz"}}, "", "", errNoKey},
+		{"empty x-api-key", map[string][]string{"X-Api-Key": {""}}, "", "X-Api-Key", errMalformedKey},
+		{"two x-api-keys", map[string][]string{"X-Api-Key": {"a", "b"}}, "", "X-Api-Key", errMalformedKey},
+		{"key with space", map[string][]string{"X-Api-Key": {"a b"}}, "", "X-Api-Key", errMalformedKey},
+		{"key with control", map[string][]string{"X-Api-Key": {"a\x01b"}}, "", "X-Api-Key", errMalformedKey},
+		{"trimmed", map[string][]string{"X-Api-Key": {"  k1  "}}, "k1", "X-Api-Key", nil},
+	}
+	id := testIdentity()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			key, header, err := id.apiKey(http.Header(tc.headers))
+			if key != tc.key || header != tc.header || err != tc.err {
+				t.Errorf("apiKey = %q, %q, %v; want %q, %q, %v", key, header, err, tc.key, tc.header, tc.err)
+			}
+		})
+	}
+}
+
+func TestPeerOf(t *testing.T) {
+	tests := []struct {
+		name    string
+		remote  string
+		xff     []string
+		trusted bool
+		client  string
+	}{
+		{"untrusted ignores xff", "203.0.113.9:5000", []string{"1.2.3.4"}, false, "203.0.113.9"},
+		{"trusted without xff", "127.0.0.1:5000", nil, true, "127.0.0.1"},
+		{"trusted takes last untrusted hop", "127.0.0.1:5000", []string{"1.2.3.4, 5.6.7.8"}, true, "5.6.7.8"},
+		{"trusted hops are skipped", "127.0.0.1:5000", []string{"1.2.3.4, 10.1.1.1", "10.2.2.2"}, true, "1.2.3.4"},
+		{"spoofed left entries do not matter", "10.0.0.5:1", []string{"6.6.6.6, 7.7.7.7"}, true, "7.7.7.7"},
+		{"garbage ends the walk", "127.0.0.1:5000", []string{"1.2.3.4, garbage, 10.1.1.1"}, true, "10.1.1.1"},
+		{"all trusted", "127.0.0.1:5000", []string{"10.1.1.1"}, true, "10.1.1.1"},
+		{"ipv6 peer", "[::1]:5000", []string{"2001:db8::1"}, true, "2001:db8::1"},
+		{"ipv4-mapped peer", "[::ffff:203.0.113.9]:5000", nil, false, "203.0.113.9"},
+	}
+	id := testIdentity()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.RemoteAddr = tc.remote
+			for _, v := range tc.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			p := id.peerOf(r)
+			if p.trusted != tc.trusted || p.client.String() != tc.client {
+				t.Errorf("peerOf = trusted %v, client %s; want %v, %s", p.trusted, p.client, tc.trusted, tc.client)
+			}
+		})
+	}
+}
+
+func TestUserIDOnlyFromTrustedPeers(t *testing.T) {
+	id := testIdentity()
+	h := http.Header{"X-User-Id": {"alice"}}
+	if u, ok := id.userID(h, peer{trusted: true}); !ok || u != "alice" {
+		t.Errorf("trusted peer: userID = %q, %v; want alice, true", u, ok)
+	}
+	if u, ok := id.userID(h, peer{trusted: false}); ok {
+		t.Errorf("untrusted peer: userID = %q, true; want nothing", u)
+	}
+	if _, ok := id.userID(http.Header{"X-User-Id": {"a b"}}, peer{trusted: true}); ok {
+		t.Error("user id with a space accepted")
+	}
+}
+
+// FuzzIdentity feeds arbitrary header values and peers to the parsers:
+// they never panic, never accept an unprintable key, and never take an
+// identity from an untrusted peer's headers.
+func FuzzIdentity(f *testing.F) {
+	f.Add("k1", "Bearer k2", "1.2.3.4, 5.6.7.8", "127.0.0.1:80", "alice")
+	f.Add("", "Bearer", "", "203.0.113.9:1", "")
+	f.Add("a b", "bearer  x ", "garbage,,, ::1", "[::1]:9", "a\x00b")
+	f.Add("\xff\xfe", "Basic abc", "2001:db8::1,10.0.0.1", "[::ffff:10.0.0.1]:5", "bob")
+	f.Add("x", "Bearer y z", ",", "not-an-addr", " ")
+	id := testIdentity()
+	f.Fuzz(func(t *testing.T, apiKey, auth, xff, remote, user string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = remote
+		r.Header["X-Api-Key"] = []string{apiKey}
+		r.Header["Authorization"] = []string{auth}
+		r.Header["X-Forwarded-For"] = []string{xff}
+		r.Header["X-User-Id"] = []string{user}
+		key, _, err := id.apiKey(r.Header)
+		if err == nil && !validToken(key, maxKeyLen) {
+			t.Fatalf("accepted invalid key %q", key)
+		}
+		p := id.peerOf(r)
+		if !p.trusted && p.client != p.addr {
+			t.Fatalf("untrusted peer %v spoofed client %v", p.addr, p.client)
+		}
+		if u, ok := id.userID(r.Header, p); ok && (!p.trusted || !validToken(u, maxUserLen)) {
+			t.Fatalf("user %q accepted from peer %+v", u, p)
+		}
+	})
+}

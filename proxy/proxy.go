@@ -1,0 +1,219 @@
+// Package proxy is gaia-proxy's request path: an http.Handler that
+// identifies the caller, asks the limiter, and forwards admitted requests
+// to the upstream through one httputil.ReverseProxy.
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+)
+
+// Settings is the part of the configuration that a reload may change.
+type Settings struct {
+	Policy   *limiter.Policy
+	Identity Identity
+}
+
+// Options configure a Proxy. The zero value is usable.
+type Options struct {
+	// Logf receives operational logs. Nil means log.Printf.
+	Logf func(format string, args ...any)
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+	// UpstreamTimeout bounds the wait for the upstream's response
+	// headers; past it the caller gets 504. Zero means 30s. Bodies may
+	// stream for longer.
+	UpstreamTimeout time.Duration
+	// Transport reaches the upstream. Nil means a transport tuned for one
+	// busy upstream.
+	Transport http.RoundTripper
+}
+
+// Proxy is the request path. Create it with New.
+type Proxy struct {
+	settings atomic.Pointer[Settings]
+	decider  Decider
+	logf     func(format string, args ...any)
+	now      func() time.Time
+	handler  http.Handler
+}
+
+// New returns a Proxy forwarding to up, limiting with d.
+func New(up *url.URL, d Decider, s *Settings, o *Options) *Proxy {
+	if o == nil {
+		o = &Options{}
+	}
+	p := &Proxy{decider: d, logf: o.Logf, now: o.Now}
+	if p.logf == nil {
+		p.logf = log.Printf
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	p.settings.Store(s)
+	timeout := o.UpstreamTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	transport := o.Transport
+	if transport == nil {
+		transport = newTransport(timeout)
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite:        p.rewrite(up),
+		Transport:      transport,
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       log.New(logWriter(p.logf), "", 0),
+	}
+	p.handler = Chain(p.identify, p.decide)(rp)
+	return p
+}
+
+// newTransport is http.DefaultTransport with room for many idle
+// connections to the one upstream, and the upstream timeout.
+func newTransport(timeout time.Duration) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 0
+	t.MaxIdleConnsPerHost = 1024
+	t.ResponseHeaderTimeout = timeout
+	return t
+}
+
+// SetSettings swaps the policy and identity rules; requests already
+// identified finish under the old ones.
+func (p *Proxy) SetSettings(s *Settings) { p.settings.Store(s) }
+
+// Settings returns the settings in force.
+func (p *Proxy) Settings() *Settings { return p.settings.Load() }
+
+// ServeHTTP handles one proxied request.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x := &exchange{settings: p.settings.Load(), start: p.now()}
+	p.handler.ServeHTTP(w, withExchange(r, x))
+}
+
+// rewrite builds the upstream request (SPEC §4.4): client-sent X-Gaia-*
+// headers go, so does the user header from untrusted peers; then the
+// identity headers are set and X-Forwarded-* added, keeping the chain a
+// trusted peer sent.
+func (p *Proxy) rewrite(up *url.URL) func(*httputil.ProxyRequest) {
+	return func(pr *httputil.ProxyRequest) {
+		x := exchangeFrom(pr.In.Context())
+		h := pr.Out.Header
+		for name := range h {
+			if len(name) > 7 && strings.EqualFold(name[:7], "X-Gaia-") {
+				delete(h, name)
+			}
+		}
+		id := &x.settings.Identity
+		if !x.peer.trusted && id.UserHeader != "" {
+			h.Del(id.UserHeader)
+		}
+		if id.StripAPIKey && x.keyHeader != "" {
+			h.Del(x.keyHeader)
+		}
+		if x.peer.trusted {
+			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+				h["X-Forwarded-For"] = prior
+			}
+		}
+		pr.SetURL(up)
+		pr.SetXForwarded()
+		if x.peer.trusted && pr.In.Header.Get("X-Forwarded-Proto") != "" {
+			h.Set("X-Forwarded-Proto", pr.In.Header.Get("X-Forwarded-Proto"))
+		}
+		setIf(h, "X-Gaia-Subject", x.subject.ID)
+		setIf(h, "X-Gaia-User", x.subject.User)
+		setIf(h, "X-Gaia-Key-Id", x.subject.KeyID)
+		setIf(h, "X-Gaia-Plan", x.subject.Plan)
+		setIf(h, "X-Gaia-Shadow-Limited", x.shadow)
+	}
+}
+
+func setIf(h http.Header, k, v string) {
+	if v != "" {
+		h[k] = []string{v}
+	}
+}
+
+// modifyResponse adds the rate-limit headers to the upstream's answer
+// (replacing any it sent) and refunds count-success quotas when the
+// upstream did not succeed.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	x := exchangeFrom(resp.Request.Context())
+	setHeaders(resp.Header, x)
+	if resp.StatusCode >= 400 {
+		p.refund(resp.Request.Context(), x)
+	}
+	return nil
+}
+
+// upstreamError answers 502 or 504 when the upstream cannot be reached
+// or is too slow (SPEC §4.7).
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	x := exchangeFrom(r.Context())
+	p.refund(context.WithoutCancel(r.Context()), x)
+	setHeaders(w.Header(), x)
+	if r.Context().Err() != nil {
+		// The caller went away; nobody reads this answer.
+		w.WriteHeader(499)
+		return
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		p.fail(w, r, http.StatusGatewayTimeout, "upstream_timeout", "the upstream did not answer in time", err)
+		return
+	}
+	p.fail(w, r, http.StatusBadGateway, "upstream_unavailable", "the upstream is unreachable", err)
+}
+
+func (p *Proxy) refund(ctx context.Context, x *exchange) {
+	if !x.decided {
+		return
+	}
+	if err := p.decider.Refund(ctx, &x.decision, x.cost); err != nil {
+		p.logf("proxy: refund for %s: %v", x.subject.ID, err)
+	}
+}
+
+// errorBody is the JSON of every error the proxy itself answers.
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// fail answers an error of the proxy's own. The client sees code and
+// message; err, with details, goes to the log only.
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string, err error) {
+	if err != nil {
+		p.logf("proxy: %s %s: %s: %v", r.Method, r.URL.Path, code, err)
+	}
+	writeJSON(w, status, errorBody{Error: code, Message: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v) // our own types: cannot fail
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// logWriter adapts Logf to the ReverseProxy's *log.Logger.
+type logWriter func(format string, args ...any)
+
+func (f logWriter) Write(b []byte) (int, error) {
+	f("proxy: %s", strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}

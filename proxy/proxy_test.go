@@ -1,0 +1,522 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+)
+
+// fakeDecider is a Decider whose answers the test chooses.
+type fakeDecider struct {
+	decide  func(limits []limiter.Limit, cost int64) (limiter.Decision, error)
+	calls   atomic.Int64
+	refunds atomic.Int64
+}
+
+func (f *fakeDecider) Decide(_ context.Context, limits []limiter.Limit, cost int64) (limiter.Decision, error) {
+	f.calls.Add(1)
+	return f.decide(limits, cost)
+}
+
+func (f *fakeDecider) Refund(_ context.Context, d *limiter.Decision, cost int64) error {
+	f.refunds.Add(cost)
+	return nil
+}
+
+// allowAll admits every request with each limit half used.
+func allowAll(limits []limiter.Limit, cost int64) (limiter.Decision, error) {
+	d := limiter.Decision{Allowed: true}
+	for _, l := range limits {
+		d.Statuses = append(d.Statuses, limiter.Status{Limit: l, Used: l.Limit / 2, Remaining: l.Limit - l.Limit/2, Reset: 500 * time.Millisecond, Charged: true})
+	}
+	return d, nil
+}
+
+type daily struct{}
+
+func (daily) Bounds(t time.Time) (time.Time, time.Time) {
+	s := t.UTC().Truncate(24 * time.Hour)
+	return s, s.Add(24 * time.Hour)
+}
+func (daily) String() string { return "daily" }
+
+func testPolicy(t *testing.T) *limiter.Policy {
+	t.Helper()
+	p, err := limiter.NewPolicy(limiter.PolicyConfig{
+		DefaultPlan: "free",
+		Plans: []limiter.Plan{
+			{Name: "anonymous", Limits: limiter.Limits{Rate: []limiter.Spec{{Limit: 5, Window: time.Second}}}},
+			{Name: "free", Limits: limiter.Limits{
+				Rate:  []limiter.Spec{{Limit: 10, Window: time.Second}},
+				Quota: []limiter.Spec{{Limit: 1000, Period: daily{}, Refundable: true}},
+			}},
+		},
+		Keys: []limiter.Key{{ID: "k1", Hash: sha256.Sum256([]byte("secret-1")), User: "alice"}},
+		Routes: []limiter.Route{
+			{Name: "health", Path: "/health", Exempt: true},
+			{Name: "confirm", Path: "/confirm", Cost: 5},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// upstreamRecorder is an upstream that remembers the last request's headers.
+type upstreamRecorder struct {
+	mu     sync.Mutex
+	header http.Header
+	hits   int
+}
+
+func (u *upstreamRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	u.header, u.hits = r.Header.Clone(), u.hits+1
+	u.mu.Unlock()
+	if r.URL.Path == "/fail" {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("X-Ratelimit-Limit", "upstream-own")
+	io.WriteString(w, "ok")
+}
+
+func (u *upstreamRecorder) last() (http.Header, int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.header, u.hits
+}
+
+// newTestProxy serves a Proxy in front of upstream on loopback.
+func newTestProxy(t *testing.T, upstream http.Handler, d Decider, o *Options) *httptest.Server {
+	t.Helper()
+	up := httptest.NewServer(upstream)
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	p := New(u, d, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, o)
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func get(t *testing.T, url string, header map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestForwardedHeaders(t *testing.T) {
+	up := &upstreamRecorder{}
+	d := &fakeDecider{decide: allowAll}
+	srv := newTestProxy(t, up, d, nil)
+
+	resp, _ := get(t, srv.URL+"/x", map[string]string{
+		"X-Api-Key":      "secret-1",
+		"X-Gaia-Subject": "key:admin",
+		"X-Gaia-Plan":    "enterprise",
+		"X-Gaia-Other":   "spoof",
+	})
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	h, _ := up.last()
+	want := map[string]string{
+		"X-Gaia-Subject": "key:k1", "X-Gaia-User": "alice", "X-Gaia-Key-Id": "k1", "X-Gaia-Plan": "free",
+		"X-Gaia-Other": "", "X-Api-Key": "secret-1", "X-Forwarded-For": "127.0.0.1",
+	}
+	for k, v := range want {
+		if got := strings.Join(h.Values(k), ","); got != v {
+			t.Errorf("upstream %s = %q, want %q", k, got, v)
+		}
+	}
+	if got := resp.Header.Values("X-Ratelimit-Limit"); len(got) != 1 || got[0] != "10" {
+		t.Errorf("X-RateLimit-Limit = %q, want [10] (ours replaces the upstream's)", got)
+	}
+	for _, k := range []string{"Ratelimit-Policy", "Ratelimit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "X-Quota-Limit", "X-Quota-Remaining", "X-Quota-Reset"} {
+		if resp.Header.Get(k) == "" {
+			t.Errorf("response lacks %s", k)
+		}
+	}
+}
+
+func TestUntrustedPeerCannotAssertUser(t *testing.T) {
+	up := &upstreamRecorder{}
+	var subjects []string
+	var mu sync.Mutex
+	d := &fakeDecider{decide: func(l []limiter.Limit, c int64) (limiter.Decision, error) {
+		mu.Lock()
+		subjects = append(subjects, l[0].Key)
+		mu.Unlock()
+		return allowAll(l, c)
+	}}
+	srv := newTestProxy(t, up, d, nil)
+	p := srv.Config.Handler.(*Proxy)
+	s := *p.Settings()
+	s.Identity.Trusted = nil // the test client on 127.0.0.1 is now untrusted
+	p.SetSettings(&s)
+
+	get(t, srv.URL+"/x", map[string]string{"X-User-Id": "alice", "X-Forwarded-For": "1.2.3.4"})
+	h, _ := up.last()
+	if h.Get("X-User-Id") != "" {
+		t.Errorf("user header from an untrusted peer was forwarded: %q", h.Get("X-User-Id"))
+	}
+	if got := h.Get("X-Gaia-Subject"); got != "ip:127.0.0.1" {
+		t.Errorf("subject = %q, want ip:127.0.0.1 (not the spoofed user or XFF)", got)
+	}
+	if got := h.Get("X-Forwarded-For"); got != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want only the real peer", got)
+	}
+}
+
+func TestUnauthorized(t *testing.T) {
+	up := &upstreamRecorder{}
+	d := &fakeDecider{decide: allowAll}
+	srv := newTestProxy(t, up, d, nil)
+	for _, tc := range []struct {
+		header map[string]string
+		code   string
+	}{
+		{map[string]string{"X-Api-Key": "nope"}, "invalid_api_key"},
+		{map[string]string{"Authorization": "Bearer"}, "invalid_api_key"},
+		{map[string]string{"Authorization": "Bearer "}, "invalid_api_key"},
+	} {
+		resp, body := get(t, srv.URL+"/x", tc.header)
+		var e errorBody
+		json.Unmarshal([]byte(body), &e)
+		if resp.StatusCode != 401 || e.Error != tc.code {
+			t.Errorf("%v: %d %s, want 401 %s", tc.header, resp.StatusCode, body, tc.code)
+		}
+	}
+	if _, hits := up.last(); hits != 0 {
+		t.Errorf("upstream saw %d unauthorized requests", hits)
+	}
+
+	p := srv.Config.Handler.(*Proxy)
+	s := *p.Settings()
+	s.Identity.RejectAnonymous = true
+	p.SetSettings(&s)
+	resp, body := get(t, srv.URL+"/x", nil)
+	if resp.StatusCode != 401 || !strings.Contains(body, `"missing_credentials"`) {
+		t.Errorf("anonymous with reject: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestRefused(t *testing.T) {
+	up := &upstreamRecorder{}
+	d := &fakeDecider{decide: func(limits []limiter.Limit, cost int64) (limiter.Decision, error) {
+		d, _ := allowAll(limits, cost)
+		d.Allowed = false
+		d.Statuses[0].Exceeded, d.Statuses[0].RetryAfter = true, 1300*time.Millisecond
+		d.Statuses[0].Remaining = 0
+		return d, nil
+	}}
+	srv := newTestProxy(t, up, d, nil)
+	resp, body := get(t, srv.URL+"/x", map[string]string{"X-Api-Key": "secret-1"})
+	if resp.StatusCode != 429 {
+		t.Fatalf("status %d, want 429", resp.StatusCode)
+	}
+	if got := resp.Header.Get("Retry-After"); got != "2" {
+		t.Errorf("Retry-After = %q, want 2 (1.3s rounded up)", got)
+	}
+	if got := resp.Header.Get("Cache-Control"); got != "no-store" {
+		t.Errorf("Cache-Control = %q", got)
+	}
+	var r refusal
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatal(err)
+	}
+	want := refusal{Error: "rate_limited", Message: r.Message, Limit: refusedLimit{Name: "free-1s", Limit: 10, Window: "1s"}, RetryAfter: 2, Subject: "key:k1"}
+	if r != want {
+		t.Errorf("body = %+v, want %+v", r, want)
+	}
+	if _, hits := up.last(); hits != 0 {
+		t.Error("refused request was forwarded")
+	}
+}
+
+func TestQuotaExceededBody(t *testing.T) {
+	d := &fakeDecider{decide: func(limits []limiter.Limit, cost int64) (limiter.Decision, error) {
+		d, _ := allowAll(limits, cost)
+		d.Allowed = false
+		d.Statuses[1].Exceeded, d.Statuses[1].RetryAfter = true, 5*time.Hour
+		return d, nil
+	}}
+	srv := newTestProxy(t, &upstreamRecorder{}, d, nil)
+	resp, body := get(t, srv.URL+"/x", map[string]string{"X-Api-Key": "secret-1"})
+	if resp.StatusCode != 429 || !strings.Contains(body, `"error":"quota_exceeded"`) || !strings.Contains(body, `"period":"daily"`) {
+		t.Errorf("%d %s", resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("Retry-After"); got != "18000" {
+		t.Errorf("Retry-After = %q, want 18000", got)
+	}
+}
+
+func TestExemptAndCost(t *testing.T) {
+	var lastCost atomic.Int64
+	d := &fakeDecider{decide: func(l []limiter.Limit, c int64) (limiter.Decision, error) {
+		lastCost.Store(c)
+		return allowAll(l, c)
+	}}
+	srv := newTestProxy(t, &upstreamRecorder{}, d, nil)
+	resp, _ := get(t, srv.URL+"/health", nil)
+	if resp.StatusCode != 200 || d.calls.Load() != 0 || resp.Header.Get("Ratelimit-Policy") != "" {
+		t.Errorf("exempt route: status %d, %d decisions, policy header %q", resp.StatusCode, d.calls.Load(), resp.Header.Get("Ratelimit-Policy"))
+	}
+	get(t, srv.URL+"/confirm", nil)
+	if lastCost.Load() != 5 {
+		t.Errorf("cost = %d, want 5", lastCost.Load())
+	}
+}
+
+func TestLimiterUnavailable(t *testing.T) {
+	d := &fakeDecider{decide: func([]limiter.Limit, int64) (limiter.Decision, error) {
+		return limiter.Decision{}, errors.Join(limiter.ErrUnavailable, errors.New("dial tcp: secret-host:6379 refused"))
+	}}
+	var logged strings.Builder
+	var mu sync.Mutex
+	logf := func(f string, a ...any) { mu.Lock(); fmt.Fprintf(&logged, f, a...); mu.Unlock() }
+	srv := newTestProxy(t, &upstreamRecorder{}, d, &Options{Logf: logf})
+	resp, body := get(t, srv.URL+"/x", nil)
+	if resp.StatusCode != 503 || !strings.Contains(body, `"limiter_unavailable"`) || strings.Contains(body, "secret-host") {
+		t.Errorf("%d %s", resp.StatusCode, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "secret-host") {
+		t.Errorf("the cause did not reach the log: %q", logged.String())
+	}
+}
+
+func TestUpstreamErrors(t *testing.T) {
+	d := &fakeDecider{decide: allowAll}
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+	})
+	srv := newTestProxy(t, slow, d, &Options{UpstreamTimeout: 100 * time.Millisecond, Logf: t.Logf})
+	resp, body := get(t, srv.URL+"/x", map[string]string{"X-Api-Key": "secret-1"})
+	if resp.StatusCode != 504 || !strings.Contains(body, `"upstream_timeout"`) {
+		t.Errorf("slow upstream: %d %s", resp.StatusCode, body)
+	}
+	if d.refunds.Load() != 1 {
+		t.Errorf("refunded %d units after a 504, want 1", d.refunds.Load())
+	}
+
+	dead := httptest.NewServer(http.NotFoundHandler())
+	u, _ := url.Parse(dead.URL)
+	dead.Close()
+	p := New(u, d, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{Logf: t.Logf})
+	srv2 := httptest.NewServer(p)
+	defer srv2.Close()
+	resp, body = get(t, srv2.URL+"/x", nil)
+	if resp.StatusCode != 502 || !strings.Contains(body, `"upstream_unavailable"`) || resp.Header.Get("Ratelimit-Policy") == "" {
+		t.Errorf("dead upstream: %d %s %v", resp.StatusCode, body, resp.Header)
+	}
+}
+
+func TestRefundOnUpstreamFailure(t *testing.T) {
+	d := &fakeDecider{decide: allowAll}
+	srv := newTestProxy(t, &upstreamRecorder{}, d, nil)
+	get(t, srv.URL+"/ok", map[string]string{"X-Api-Key": "secret-1"})
+	if d.refunds.Load() != 0 {
+		t.Errorf("refund after a 200")
+	}
+	get(t, srv.URL+"/fail", map[string]string{"X-Api-Key": "secret-1"})
+	if d.refunds.Load() != 1 {
+		t.Errorf("refunds = %d after a 500, want 1", d.refunds.Load())
+	}
+}
+
+func TestShadowHeader(t *testing.T) {
+	up := &upstreamRecorder{}
+	d := &fakeDecider{decide: func(l []limiter.Limit, c int64) (limiter.Decision, error) {
+		d, _ := allowAll(l, c)
+		d.Statuses[0].Limit.Shadow, d.Statuses[0].Exceeded = true, true
+		return d, nil
+	}}
+	srv := newTestProxy(t, up, d, nil)
+	resp, _ := get(t, srv.URL+"/x", map[string]string{"X-Api-Key": "secret-1", "X-Gaia-Shadow-Limited": "spoof"})
+	h, _ := up.last()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Gaia-Shadow-Limited") != "free-1s" || h.Get("X-Gaia-Shadow-Limited") != "free-1s" {
+		t.Errorf("status %d, response %q, upstream %q; want 200 and free-1s on both",
+			resp.StatusCode, resp.Header.Get("X-Gaia-Shadow-Limited"), h.Get("X-Gaia-Shadow-Limited"))
+	}
+}
+
+func TestServerSentEventsFlush(t *testing.T) {
+	release := make(chan struct{})
+	sse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, "data: second\n\n")
+	})
+	srv := newTestProxy(t, sse, &fakeDecider{decide: allowAll}, nil)
+	resp, err := http.Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	close(release) // only now may the upstream finish: the first event came through alone
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+}
+
+func TestStreamingUpload(t *testing.T) {
+	gotFirst := make(chan struct{})
+	var total atomic.Int64
+	sink := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 64<<10)
+		first := true
+		for {
+			n, err := r.Body.Read(buf)
+			total.Add(int64(n))
+			if n > 0 && first {
+				close(gotFirst)
+				first = false
+			}
+			if err != nil {
+				break
+			}
+		}
+	})
+	srv := newTestProxy(t, sink, &fakeDecider{decide: allowAll}, nil)
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Post(srv.URL+"/upload", "application/octet-stream", pr)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	chunk := make([]byte, 1<<20)
+	pw.Write(chunk)
+	// The upstream must see the first megabyte while the client still
+	// holds the rest: the proxy streams, it does not buffer.
+	select {
+	case <-gotFirst:
+	case <-time.After(10 * time.Second):
+		t.Fatal("upstream saw nothing of a streaming upload")
+	}
+	for i := 0; i < 31; i++ {
+		pw.Write(chunk)
+	}
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if total.Load() != 32<<20 {
+		t.Errorf("upstream got %d bytes, want %d", total.Load(), 32<<20)
+	}
+}
+
+func TestWebSocketPassThrough(t *testing.T) {
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		typ, msg, err := c.Read(r.Context())
+		if err != nil {
+			return
+		}
+		c.Write(r.Context(), typ, append([]byte("echo: "), msg...))
+		c.Close(websocket.StatusNormalClosure, "")
+	})
+	d := &fakeDecider{decide: allowAll}
+	srv := newTestProxy(t, echo, d, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", &websocket.DialOptions{
+		HTTPHeader: http.Header{"X-Api-Key": {"secret-1"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if resp.Header.Get("Ratelimit-Policy") == "" {
+		t.Error("upgrade response lacks rate-limit headers")
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	_, msg, err := c.Read(ctx)
+	if err != nil || string(msg) != "echo: hi" {
+		t.Fatalf("read %q, %v", msg, err)
+	}
+	if d.calls.Load() != 1 {
+		t.Errorf("decisions = %d, want 1", d.calls.Load())
+	}
+}
+
+func TestRateLimitHeaderSyntax(t *testing.T) {
+	d := limiter.Decision{Statuses: []limiter.Status{
+		{Limit: limiter.Limit{Name: "free-1s", Limit: 10, Window: time.Second}, Remaining: 3, Reset: 200 * time.Millisecond},
+		{Limit: limiter.Limit{Name: "free-1m", Limit: 300, Window: time.Minute}, Remaining: 3, Reset: 30 * time.Second},
+		{Limit: limiter.Limit{Name: "free-daily", Limit: 10000, Period: daily{}}, Remaining: 9000, Reset: 2 * time.Hour},
+		{Limit: limiter.Limit{Name: `odd"name`, Limit: 1, Window: time.Second, Shadow: true}, Remaining: 0},
+	}}
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	got := map[string]string{}
+	for _, kv := range rateLimitHeaders(nil, &d, now) {
+		got[kv[0]] = kv[1]
+	}
+	want := map[string]string{
+		"Ratelimit-Policy":      `"free-1s";q=10;w=1, "free-1m";q=300;w=60, "free-daily";q=10000;w=86400`,
+		"Ratelimit":             `"free-1m";r=3;t=30`,
+		"X-Ratelimit-Limit":     "300",
+		"X-Ratelimit-Remaining": "3",
+		"X-Ratelimit-Reset":     "30",
+		"X-Quota-Limit":         "10000",
+		"X-Quota-Remaining":     "9000",
+		"X-Quota-Reset":         "7200",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d headers, want %d: %v", len(got), len(want), got)
+	}
+	var b strings.Builder
+	writeSFString(&b, `a"b\c`+"\n")
+	if b.String() != `"a\"b\\c?"` {
+		t.Errorf("sf-string = %s", b.String())
+	}
+}
