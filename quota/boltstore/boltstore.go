@@ -1,0 +1,189 @@
+// Package boltstore is the embedded durable store of gaia-proxy: one
+// bbolt file under data_dir, used when no database is configured. It
+// implements quota.Store.
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
+)
+
+// Bucket names; Open creates each of them. Violations and usage
+// roll-ups will get buckets of their own here.
+const (
+	// usageBucket holds quota usage: key = counter key, 0x00, period
+	// start in unix seconds (8 bytes big-endian), so keys sort by counter
+	// then time; value = used and seq (8 bytes big-endian each).
+	usageBucket = "quota_usage"
+)
+
+// lockTimeout is how long Open waits for another process to release
+// the data file.
+const lockTimeout = time.Second
+
+// ErrLocked reports that another process holds the data file.
+var ErrLocked = errors.New("locked by another gaia-proxy process")
+
+// Store is a quota.Store in a bbolt file. Safe for concurrent use.
+type Store struct {
+	db *bbolt.DB
+}
+
+var _ quota.Store = (*Store)(nil)
+
+// Open opens (or creates) the data file at path, creating its directory
+// if missing. If another process holds the file, Open fails after a
+// second with an error wrapping ErrLocked.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("boltstore: create data directory: %w", err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("boltstore: data file %s is %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range []string{usageBucket} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return fmt.Errorf("bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the data file.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("boltstore: close: %w", err)
+	}
+	return nil
+}
+
+// Load returns the stored value of each counter; see quota.Store.
+func (s *Store) Load(ctx context.Context, counters []limiter.Counter) ([]limiter.CounterValue, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("boltstore: load: %w", err)
+	}
+	values := make([]limiter.CounterValue, len(counters))
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket([]byte(usageBucket))
+		var key []byte
+		for i, c := range counters {
+			key = usageKey(key[:0], c)
+			values[i].Counter = c
+			values[i].Used, values[i].Seq = decodeUsage(b.Get(key))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: load: %w", err)
+	}
+	return values, nil
+}
+
+// Write stores values in one transaction, keeping for each counter the
+// value with the highest Seq; see quota.Store.
+func (s *Store) Write(ctx context.Context, values []limiter.CounterValue) error {
+	if len(values) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("boltstore: write: %w", err)
+	}
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket([]byte(usageBucket))
+		for _, v := range values {
+			key := usageKey(nil, v.Counter) // bbolt keeps key until commit
+			if old := b.Get(key); old != nil {
+				if _, seq := decodeUsage(old); seq >= v.Seq {
+					continue
+				}
+			}
+			if err := b.Put(key, encodeUsage(v.Used, v.Seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("boltstore: write: %w", err)
+	}
+	return nil
+}
+
+// Prune deletes the usage of periods that started before before and
+// returns how many counters it deleted. A month is the longest period,
+// so before more than 32 days ago deletes only periods that are over.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket([]byte(usageBucket))
+		var old [][]byte
+		cut := before.Unix()
+		err := b.ForEach(func(k, _ []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if len(k) >= 9 && int64(binary.BigEndian.Uint64(k[len(k)-8:])) < cut {
+				old = append(old, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range old { // deleting while iterating can skip keys
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("boltstore: prune: %w", err)
+	}
+	return n, nil
+}
+
+// usageKey appends the usageBucket key of c to dst.
+func usageKey(dst []byte, c limiter.Counter) []byte {
+	dst = append(dst, c.Key...)
+	dst = append(dst, 0)
+	return binary.BigEndian.AppendUint64(dst, uint64(c.Start.Unix()))
+}
+
+// encodeUsage returns the usageBucket value of used and seq.
+func encodeUsage(used, seq int64) []byte {
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(used))
+	return binary.BigEndian.AppendUint64(v, uint64(seq))
+}
+
+// decodeUsage reads a usageBucket value; nil or short reads as zero.
+func decodeUsage(v []byte) (used, seq int64) {
+	if len(v) < 16 {
+		return 0, 0
+	}
+	return int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))
+}

@@ -1,0 +1,109 @@
+package boltstore_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
+	"github.com/gaia-proxy/gaia-proxy/quota/boltstore"
+	"github.com/gaia-proxy/gaia-proxy/quota/quotatest"
+)
+
+func open(t *testing.T, path string) *boltstore.Store {
+	t.Helper()
+	s, err := boltstore.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestStore(t *testing.T) {
+	quotatest.RunStore(t, func(t *testing.T) quota.Store {
+		s := open(t, filepath.Join(t.TempDir(), "gaia.db"))
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+// TestReopen is the restart guarantee: usage written before Close is
+// there after Open, in a data directory Open created.
+func TestReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "data", "dir", "gaia.db")
+	c := limiter.Counter{Key: "{key:acme}:q:monthly", Start: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	s := open(t, path)
+	if err := s.Write(ctx, []limiter.CounterValue{{Counter: c, Used: 5120, Seq: 77}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	defer s.Close()
+	got, err := s.Load(ctx, []limiter.Counter{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Used != 5120 || got[0].Seq != 77 {
+		t.Errorf("after reopen: got used=%d seq=%d, want used=5120 seq=77", got[0].Used, got[0].Seq)
+	}
+}
+
+func TestLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gaia.db")
+	s := open(t, path)
+	defer s.Close()
+	_, err := boltstore.Open(path)
+	if !errors.Is(err, boltstore.ErrLocked) {
+		t.Fatalf("second Open: got %v, want ErrLocked", err)
+	}
+	if want := "data file " + path + " is locked by another gaia-proxy process"; !strings.Contains(err.Error(), want) {
+		t.Errorf("second Open: got %q, want it to contain %q", err, want)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "gaia.db"))
+	defer s.Close()
+	jan := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	feb := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+	mar := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var counters []limiter.Counter
+	var values []limiter.CounterValue
+	for _, key := range []string{"{user:a}:q:monthly", "{user:b}:q:monthly"} {
+		for _, start := range []time.Time{jan, feb, mar} {
+			c := limiter.Counter{Key: key, Start: start}
+			counters = append(counters, c)
+			values = append(values, limiter.CounterValue{Counter: c, Used: 1, Seq: 1})
+		}
+	}
+	if err := s.Write(ctx, values); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Prune(ctx, mar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Errorf("Prune: got %d deleted, want 4", n)
+	}
+	got, err := s.Load(ctx, counters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range got {
+		if kept := v.Seq == 1; kept != !v.Start.Before(mar) {
+			t.Errorf("%s %s: kept=%v, want %v", v.Key, v.Start.Format("2006-01"), kept, !kept)
+		}
+	}
+	if n, err := s.Prune(ctx, mar); err != nil || n != 0 {
+		t.Errorf("second Prune: got %d, %v, want 0, nil", n, err)
+	}
+}

@@ -1,0 +1,262 @@
+package quota
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"sync"
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+)
+
+// RecorderOptions configure a Recorder. The zero value is usable.
+type RecorderOptions struct {
+	// FlushInterval is how often Run writes pending usage to the store
+	// (config quota.flush_interval). Zero means 1s.
+	FlushInterval time.Duration
+	// MaxPending bounds the distinct counters waiting to be written.
+	// When it is reached, updates to other counters are dropped (and
+	// counted) until a write succeeds. Zero means 100000.
+	MaxPending int
+	// WriteTimeout bounds one store write, so a store that hangs is
+	// retried rather than waited on forever. Zero means 10s.
+	WriteTimeout time.Duration
+	// Logf receives operational logs. Nil means log.Printf.
+	Logf func(format string, args ...any)
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Stats describe a Recorder's backlog, for /metrics and /health.
+type Stats struct {
+	// Pending is the number of counters not yet written.
+	Pending int
+	// Dropped counts updates refused because the buffer was full.
+	Dropped uint64
+	// LastFlush is when the last successful flush ended; zero before it.
+	LastFlush time.Time
+	// Lag is the age of the oldest update not yet written; zero when
+	// nothing is pending.
+	Lag time.Duration
+	// Healthy reports that the last write succeeded (true before the
+	// first write).
+	Healthy bool
+}
+
+// Recorder is the limiter.Ledger on top of a Store: Record buffers the
+// latest value of each counter in memory, and Run writes the buffer to
+// the store every FlushInterval, in one Write per flush. A failed write
+// keeps its values pending, so they are retried on the next tick, merged
+// with newer ones. Safe for concurrent use.
+type Recorder struct {
+	store Store
+	o     RecorderOptions
+
+	flushMu sync.Mutex // one flush at a time
+
+	mu       sync.Mutex
+	pending  map[counterID]*limiter.CounterValue
+	inflight map[counterID]*limiter.CounterValue // being written by flush
+	overlap  int                                 // counters both pending and inflight
+	since    time.Time                           // first update into pending
+	flying   time.Time                           // oldest update in inflight
+	dropped  uint64
+	full     bool   // dropping: logged once per episode
+	lost     uint64 // dropped in this episode
+	last     time.Time
+	failed   bool // the last write failed
+}
+
+var _ limiter.Ledger = (*Recorder)(nil)
+
+// NewRecorder returns a Recorder writing to store; o may be nil.
+func NewRecorder(store Store, o *RecorderOptions) *Recorder {
+	r := &Recorder{store: store, pending: map[counterID]*limiter.CounterValue{}}
+	if o != nil {
+		r.o = *o
+	}
+	if r.o.FlushInterval <= 0 {
+		r.o.FlushInterval = time.Second
+	}
+	if r.o.MaxPending <= 0 {
+		r.o.MaxPending = 100000
+	}
+	if r.o.WriteTimeout <= 0 {
+		r.o.WriteTimeout = 10 * time.Second
+	}
+	if r.o.Logf == nil {
+		r.o.Logf = log.Printf
+	}
+	if r.o.Now == nil {
+		r.o.Now = time.Now
+	}
+	return r
+}
+
+// Record buffers the latest values of counters; for each counter the
+// value with the highest Seq wins. It never blocks on the store. When the
+// buffer holds MaxPending counters, values of counters not already
+// pending are dropped; because values are absolute, the counter's next
+// accepted value carries its usage in full.
+func (r *Recorder) Record(values []limiter.CounterValue) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, v := range values {
+		id := idOf(v.Counter)
+		if cur, ok := r.pending[id]; ok {
+			if v.Seq > cur.Seq {
+				*cur = v
+			}
+			continue
+		}
+		_, flying := r.inflight[id]
+		if n := len(r.pending) + len(r.inflight) - r.overlap; n >= r.o.MaxPending && !flying {
+			r.dropped++
+			r.lost++
+			if !r.full {
+				r.full = true
+				r.o.Logf("quota ledger buffer full (%d counters): dropping usage updates until the store catches up", n)
+			}
+			continue
+		}
+		if len(r.pending) == 0 {
+			r.since = r.o.Now()
+		}
+		if flying {
+			r.overlap++
+		}
+		p := new(limiter.CounterValue)
+		*p = v
+		r.pending[id] = p
+	}
+}
+
+// Load returns the value of each counter: the store's, or the one
+// recorded and not yet written when its Seq is higher. So a counter
+// loaded right after the hot path lost it never goes backwards.
+func (r *Recorder) Load(ctx context.Context, counters []limiter.Counter) ([]limiter.CounterValue, error) {
+	// Read the buffer before the store: a value leaves the buffer only
+	// after its write succeeded, so it is in one or the other.
+	buffered := make([]limiter.CounterValue, len(counters))
+	r.mu.Lock()
+	for i, c := range counters {
+		id := idOf(c)
+		buffered[i] = later(value(r.pending[id]), value(r.inflight[id]))
+	}
+	r.mu.Unlock()
+	stored, err := r.store.Load(ctx, counters)
+	if err != nil {
+		return nil, fmt.Errorf("quota: load: %w", err)
+	}
+	if len(stored) != len(counters) {
+		return nil, fmt.Errorf("quota: load: store returned %d values for %d counters", len(stored), len(counters))
+	}
+	for i, c := range counters {
+		stored[i] = later(stored[i], buffered[i])
+		stored[i].Counter = c
+	}
+	return stored, nil
+}
+
+// value returns *v, or the zero value for nil.
+func value(v *limiter.CounterValue) limiter.CounterValue {
+	if v == nil {
+		return limiter.CounterValue{}
+	}
+	return *v
+}
+
+// later returns the value with the higher Seq, a on a tie.
+func later(a, b limiter.CounterValue) limiter.CounterValue {
+	if b.Seq > a.Seq {
+		return b
+	}
+	return a
+}
+
+// Run flushes every FlushInterval until ctx is done. Flush errors are
+// logged (the first failure and the recovery, one line each) and
+// retried on the next tick. At shutdown, call Flush after Run returns.
+func (r *Recorder) Run(ctx context.Context) {
+	tick := time.NewTicker(r.o.FlushInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			_ = r.Flush(ctx) // logged by Flush; the values stay pending
+		}
+	}
+}
+
+// Flush writes everything pending now in one Write. On error the values
+// stay pending, merged with newer ones, for the next flush.
+func (r *Recorder) Flush(ctx context.Context) error {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
+
+	r.mu.Lock()
+	batch := r.pending
+	if len(batch) == 0 {
+		r.last = r.o.Now()
+		r.mu.Unlock()
+		return nil
+	}
+	r.inflight, r.flying = batch, r.since
+	r.pending = make(map[counterID]*limiter.CounterValue, len(batch))
+	r.mu.Unlock()
+
+	values := make([]limiter.CounterValue, 0, len(batch))
+	for _, v := range batch {
+		values = append(values, *v)
+	}
+	wctx, cancel := context.WithTimeout(ctx, r.o.WriteTimeout)
+	err := r.store.Write(wctx, values)
+	cancel()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inflight, r.overlap = nil, 0
+	if err != nil {
+		for id, v := range batch {
+			if cur := r.pending[id]; cur == nil || v.Seq > cur.Seq {
+				r.pending[id] = v
+			}
+		}
+		r.since = r.flying // the batch is older than anything recorded since
+		err = fmt.Errorf("quota: write %d counters: %w", len(values), err)
+		if !r.failed && ctx.Err() == nil {
+			r.failed = true
+			r.o.Logf("quota ledger write failed, keeping usage pending and retrying every %v: %v", r.o.FlushInterval, err)
+		}
+		return err
+	}
+	r.last = r.o.Now()
+	if r.failed {
+		r.failed = false
+		r.o.Logf("quota ledger write recovered: %d counters written", len(values))
+	}
+	if r.full {
+		r.full = false
+		r.o.Logf("quota ledger buffer drained: %d usage updates were dropped while it was full", r.lost)
+		r.lost = 0
+	}
+	return nil
+}
+
+// Stats returns the Recorder's backlog.
+func (r *Recorder) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := Stats{Pending: len(r.pending) + len(r.inflight) - r.overlap, Dropped: r.dropped, LastFlush: r.last, Healthy: !r.failed}
+	oldest := r.since
+	if len(r.inflight) > 0 {
+		oldest = r.flying
+	}
+	if s.Pending > 0 {
+		s.Lag = r.o.Now().Sub(oldest)
+	}
+	return s
+}
