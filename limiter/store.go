@@ -22,6 +22,9 @@ type Store interface {
 	// all have passed too, so they count what real limits would have
 	// admitted.
 	//
+	// Limits naming the same counter (equal Key and Window, or equal Key
+	// and period) are each checked against it, and it is charged once.
+	//
 	// A Quota whose counter the store does not hold (first use, restart,
 	// data lost) is listed in Decision.Missing; then nothing is decided or
 	// charged, and the caller seeds the counter from the durable ledger
@@ -34,7 +37,8 @@ type Store interface {
 
 	// Refund gives cost back to Quota counters charged by an earlier
 	// decision and returns their new values. Counters the store no longer
-	// holds (period over, evicted) are skipped.
+	// holds (period over, evicted) are skipped, and a counter listed twice
+	// is refunded once.
 	Refund(ctx context.Context, counters []Counter, cost int64) ([]CounterValue, error)
 }
 

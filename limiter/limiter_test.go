@@ -1,0 +1,88 @@
+package limiter_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/limiter/memstore"
+)
+
+// ledger is a fake limiter.Ledger.
+type ledger struct {
+	load     func([]limiter.Counter) ([]limiter.CounterValue, error)
+	recorded []limiter.CounterValue
+}
+
+func (l *ledger) Load(_ context.Context, counters []limiter.Counter) ([]limiter.CounterValue, error) {
+	return l.load(counters)
+}
+
+func (l *ledger) Record(values []limiter.CounterValue) { l.recorded = append(l.recorded, values...) }
+
+func TestLimiterSeedsAndRecords(t *testing.T) {
+	led := &ledger{load: func(cs []limiter.Counter) ([]limiter.CounterValue, error) {
+		v := make([]limiter.CounterValue, len(cs))
+		for i := range v {
+			v[i] = limiter.CounterValue{Used: 7, Seq: 3} // the limiter fills in Counter
+		}
+		return v, nil
+	}}
+	lim := limiter.New(memstore.New(func() time.Time { return now }), &limiter.Options{Ledger: led})
+	limits := []limiter.Limit{
+		{Name: "r", Key: "{user:a}r", Limit: 10, Window: time.Second},
+		{Name: "q", Key: "{user:a}q", Limit: 10, Period: daily, Refundable: true},
+	}
+	d, err := lim.Decide(t.Context(), limits, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := d.Statuses[1]
+	if !d.Allowed || q.Used != 9 || q.Seq != 4 {
+		t.Fatalf("allowed=%v used=%d seq=%d, want true 9 4 (seeded 7, seq 3)", d.Allowed, q.Used, q.Seq)
+	}
+	want := []limiter.CounterValue{{Counter: q.Counter, Used: 9, Seq: 4}}
+	if !slices.Equal(led.recorded, want) {
+		t.Errorf("recorded %+v, want %+v", led.recorded, want)
+	}
+
+	if err := lim.Refund(t.Context(), &d, 2); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, limiter.CounterValue{Counter: q.Counter, Used: 7, Seq: 5})
+	if !slices.Equal(led.recorded, want) {
+		t.Errorf("after Refund: recorded %+v, want %+v", led.recorded, want)
+	}
+
+	// Reads record nothing.
+	if _, err := lim.Decide(t.Context(), limits, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(led.recorded) != 2 {
+		t.Errorf("a read recorded %+v", led.recorded[2:])
+	}
+}
+
+func TestLimiterLedgerDown(t *testing.T) {
+	boom := errors.New("boom")
+	led := &ledger{load: func([]limiter.Counter) ([]limiter.CounterValue, error) { return nil, boom }}
+	lim := limiter.New(memstore.New(nil), &limiter.Options{Ledger: led})
+	_, err := lim.Decide(t.Context(), []limiter.Limit{{Name: "q", Key: "q", Limit: 1, Period: daily}}, 1)
+	if !errors.Is(err, limiter.ErrUnavailable) || !errors.Is(err, boom) {
+		t.Errorf("Decide error = %v, want ErrUnavailable wrapping the ledger's error", err)
+	}
+}
+
+func TestLimiterWithoutLedger(t *testing.T) {
+	lim := limiter.New(memstore.New(nil), nil)
+	limits := []limiter.Limit{{Name: "q", Key: "q", Limit: 1, Period: daily}}
+	if d, err := lim.Decide(t.Context(), limits, 1); err != nil || !d.Allowed || d.Statuses[0].Used != 1 {
+		t.Fatalf("first: %+v, %v, want allowed, used 1", d, err)
+	}
+	if d, err := lim.Decide(t.Context(), limits, 1); err != nil || d.Allowed {
+		t.Errorf("second: allowed=%v, %v, want refused", d.Allowed, err)
+	}
+}
