@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"sync/atomic"
+	"time"
 )
 
 // Ledger is the durable record of quota usage behind a Store.
@@ -33,6 +35,8 @@ type Limiter struct {
 	store  Store
 	ledger Ledger
 	logf   func(format string, args ...any)
+
+	ledgerLogged atomic.Int64 // when the ledger's failure was last logged
 }
 
 // New returns a Limiter deciding with store.
@@ -69,23 +73,43 @@ func (l *Limiter) Decide(ctx context.Context, limits []Limit, cost int64) (Decis
 	return d, nil
 }
 
-// seed loads the counters d reports missing from the ledger into the store.
+// seed loads the counters d reports missing from the ledger into the
+// store. When the ledger cannot answer, the counters start from zero
+// rather than refusing traffic (SPEC §6: requests keep flowing, quotas
+// keep being enforced from the hot path). Usually that is exact: a
+// counter is missing because its period or its subject is new. Only when
+// the hot path lost its data while the ledger is away does usage restart
+// low, and the log says so.
 func (l *Limiter) seed(ctx context.Context, d *Decision) error {
 	counters := make([]Counter, len(d.Missing))
 	for i, idx := range d.Missing {
 		counters[i] = d.Statuses[idx].Counter
 	}
-	values := make([]CounterValue, len(counters))
+	var values []CounterValue
 	if l.ledger != nil {
 		var err error
 		if values, err = l.ledger.Load(ctx, counters); err != nil {
-			return fmt.Errorf("limiter: load quota usage: %w: %w", ErrUnavailable, err)
+			l.logLedgerDown(len(counters), err)
+			values = nil
 		}
+	}
+	if values == nil {
+		values = make([]CounterValue, len(counters))
 	}
 	for i := range values {
 		values[i].Counter = counters[i]
 	}
 	return l.store.Seed(ctx, values)
+}
+
+// logLedgerDown logs an unreadable ledger at most every ten seconds.
+func (l *Limiter) logLedgerDown(n int, err error) {
+	now := time.Now().UnixNano()
+	last := l.ledgerLogged.Load()
+	if now-last < int64(10*time.Second) || !l.ledgerLogged.CompareAndSwap(last, now) {
+		return
+	}
+	l.logf("limiter: quota ledger unreadable, %d quota counters start from zero: %v", n, err)
 }
 
 // record hands the quota counters of statuses to the ledger.

@@ -3,7 +3,9 @@ package limiter_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,10 +71,21 @@ func TestLimiterSeedsAndRecords(t *testing.T) {
 func TestLimiterLedgerDown(t *testing.T) {
 	boom := errors.New("boom")
 	led := &ledger{load: func([]limiter.Counter) ([]limiter.CounterValue, error) { return nil, boom }}
-	lim := limiter.New(memstore.New(nil), &limiter.Options{Ledger: led})
-	_, err := lim.Decide(t.Context(), []limiter.Limit{{Name: "q", Key: "q", Limit: 1, Period: daily}}, 1)
-	if !errors.Is(err, limiter.ErrUnavailable) || !errors.Is(err, boom) {
-		t.Errorf("Decide error = %v, want ErrUnavailable wrapping the ledger's error", err)
+	var logged []string
+	lim := limiter.New(memstore.New(nil), &limiter.Options{Ledger: led, Logf: func(f string, a ...any) {
+		logged = append(logged, fmt.Sprintf(f, a...))
+	}})
+	limits := []limiter.Limit{{Name: "q", Key: "q", Limit: 1, Period: daily}}
+	// The ledger is away: the counter starts from zero and the quota is
+	// still enforced from the hot path.
+	if d, err := lim.Decide(t.Context(), limits, 1); err != nil || !d.Allowed {
+		t.Fatalf("first: allowed=%v, %v; want allowed", d.Allowed, err)
+	}
+	if d, err := lim.Decide(t.Context(), limits, 1); err != nil || d.Allowed {
+		t.Errorf("second: allowed=%v, %v; want refused", d.Allowed, err)
+	}
+	if len(logged) != 1 || !strings.Contains(logged[0], "boom") {
+		t.Errorf("logged %q, want one line naming the ledger's error", logged)
 	}
 }
 
