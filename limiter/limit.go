@@ -77,6 +77,10 @@ type Limit struct {
 	// Refundable quotas give the cost back when the upstream fails
 	// (config "count: success").
 	Refundable bool
+	// PerRequest limits charge 1 per request whatever the request's cost.
+	// Route limits are such: a route's cost is what it charges the
+	// caller's own limits, its own limits count its requests.
+	PerRequest bool
 }
 
 // Kind reports whether l is a Rate limit or a Quota.

@@ -129,25 +129,37 @@ func (l *Limiter) record(statuses []Status) {
 	}
 }
 
-// Refund gives cost back to the refundable quotas charged by d, after
-// the upstream failed the request.
+// Refund gives the cost back to the refundable quotas charged by d,
+// after the upstream failed the request.
 func (l *Limiter) Refund(ctx context.Context, d *Decision, cost int64) error {
-	var counters []Counter
-	for i := range d.Statuses {
-		s := &d.Statuses[i]
-		if s.Limit.Refundable && s.Limit.Period != nil && s.Charged {
-			counters = append(counters, s.Counter)
-		}
-	}
-	if len(counters) == 0 || !d.Allowed || cost <= 0 {
+	if !d.Allowed || cost <= 0 {
 		return nil
 	}
-	values, err := l.store.Refund(ctx, counters, cost)
-	if err != nil {
-		return fmt.Errorf("limiter: refund: %w", err)
+	var byCost, byRequest []Counter
+	for i := range d.Statuses {
+		s := &d.Statuses[i]
+		switch {
+		case !s.Limit.Refundable || s.Limit.Period == nil || !s.Charged:
+		case s.Limit.PerRequest:
+			byRequest = append(byRequest, s.Counter)
+		default:
+			byCost = append(byCost, s.Counter)
+		}
 	}
-	if l.ledger != nil && len(values) > 0 {
-		l.ledger.Record(values)
+	for _, r := range []struct {
+		counters []Counter
+		cost     int64
+	}{{byCost, cost}, {byRequest, 1}} {
+		if len(r.counters) == 0 {
+			continue
+		}
+		values, err := l.store.Refund(ctx, r.counters, r.cost)
+		if err != nil {
+			return fmt.Errorf("limiter: refund: %w", err)
+		}
+		if l.ledger != nil && len(values) > 0 {
+			l.ledger.Record(values)
+		}
 	}
 	return nil
 }

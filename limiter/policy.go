@@ -351,7 +351,9 @@ func (p *Policy) pick(s Subject, now time.Time, get func(*Limits) []Spec) ([]Spe
 	return nil, ""
 }
 
-// bind turns specs into limits on s's counters.
+// bind turns specs into limits on s's counters. A route's limits
+// (source "route:<name>/") count its requests; its cost is charged to
+// the caller's own limits.
 func (p *Policy) bind(dst []Limit, s Subject, source, owner string, specs []Spec) []Limit {
 	for _, sp := range specs {
 		scope := sp.Scope
@@ -384,6 +386,7 @@ func (p *Policy) bind(dst []Limit, s Subject, source, owner string, specs []Spec
 			Period:     sp.Period,
 			Shadow:     sp.Shadow || p.cfg.Shadow,
 			Refundable: sp.Refundable,
+			PerRequest: source != "",
 		})
 	}
 	return dst

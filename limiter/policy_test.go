@@ -248,6 +248,11 @@ func TestLimitsRoute(t *testing.T) {
 	if c := limiter.Cost(r); c != 5 {
 		t.Errorf("Cost = %d, want 5", c)
 	}
+	// The route costs 5 of the caller's own limits; its own limit of 2
+	// per second counts requests, or no request could ever pass.
+	if got[0].PerRequest || got[1].PerRequest || !got[2].PerRequest {
+		t.Errorf("PerRequest = %v %v %v, want false false true", got[0].PerRequest, got[1].PerRequest, got[2].PerRequest)
+	}
 }
 
 func TestCounterKeys(t *testing.T) {

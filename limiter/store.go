@@ -15,8 +15,8 @@ var ErrUnavailable = errors.New("rate limiter unavailable")
 // and implement the sliding window described at Buckets.
 type Store interface {
 	// Decide checks every limit of one request and, only if all enforced
-	// (non-shadow) limits pass, charges cost to each of them: atomically.
-	// A refused request charges nothing.
+	// (non-shadow) limits pass, charges cost to each of them (1 to
+	// PerRequest limits): atomically. A refused request charges nothing.
 	//
 	// Shadow limits never refuse. They are charged only when they would
 	// all have passed too, so they count what real limits would have

@@ -202,6 +202,7 @@ type item struct {
 	end int64 // Unix nanoseconds of the period end
 	c   *counter
 
+	cost int64 // units this limit charges: the request's cost, or 1 for PerRequest
 	used int64 // before this decision's charge
 	done bool  // the counter was charged (on the root item)
 }
@@ -239,7 +240,10 @@ func (s *Store) Decide(_ context.Context, limits []limiter.Limit, cost int64) (l
 		l := &limits[i]
 		st := &d.Statuses[i]
 		st.Limit = *l
-		it := item{shard: s.shardOf(l.Key), root: i}
+		it := item{shard: s.shardOf(l.Key), root: i, cost: cost}
+		if l.PerRequest {
+			it.cost = min(cost, 1)
+		}
 		if l.Period != nil {
 			start, end := l.Period.Bounds(now)
 			st.Counter = limiter.Counter{Key: l.Key, Start: start}
@@ -291,10 +295,10 @@ func (s *Store) Decide(_ context.Context, limits []limiter.Limit, cost int64) (l
 			it.b = it.w.advance(it.b)
 			it.used = it.w.total
 		}
-		if cost > l.Limit-it.used { // it.used+cost > l.Limit, without overflow
+		if it.cost > l.Limit-it.used { // it.used+cost > l.Limit, without overflow
 			st := &d.Statuses[i]
 			st.Exceeded = true
-			st.RetryAfter = it.retryAfter(l, cost, nowNs)
+			st.RetryAfter = it.retryAfter(l, it.cost, nowNs)
 			if l.Shadow {
 				shadowOK = false
 			} else {
@@ -318,14 +322,14 @@ func (s *Store) Decide(_ context.Context, limits []limiter.Limit, cost int64) (l
 			r.done = true
 			switch {
 			case r.quota:
-				r.c.used += cost
+				r.c.used += r.cost
 				r.c.seq++
 			case r.w == nil:
 				r.w = &window{head: r.b, oldest: r.b}
 				s.shards[r.shard].rates[r.rk] = r.w
 				fallthrough
 			default:
-				r.w.add(r.b, cost)
+				r.w.add(r.b, r.cost)
 			}
 		}
 	}

@@ -36,6 +36,7 @@ func Run(t *testing.T, newStore func(t *testing.T, clock *Clock) limiter.Store) 
 		{"SeveralLimitsAtomic", testSeveralLimitsAtomic},
 		{"Costs", testCosts},
 		{"CostAboveLimit", testCostAboveLimit},
+		{"PerRequest", testPerRequest},
 		{"Shadow", testShadow},
 		{"QuotaMissingSeedDecide", testQuotaMissing},
 		{"SeedDoesNotOverwrite", testSeedDoesNotOverwrite},
@@ -323,6 +324,26 @@ func testCosts(e *env) {
 	e.allow(lim, 1)
 	e.refuse(lim, 1)
 	e.wantUsed(lim, 10, 10)
+}
+
+// testPerRequest checks that PerRequest limits (a route's own limits)
+// charge 1 whatever the cost, while the others charge the cost.
+func testPerRequest(e *env) {
+	route := e.rate("route", 2, time.Second)
+	route.PerRequest = true
+	routeQuota := e.quota("route-quota", 3, hourly{})
+	routeQuota.PerRequest = true
+	lim := []limiter.Limit{e.rate("r", 100, time.Second), route, routeQuota}
+	e.allow(lim, 5)
+	e.allow(lim, 5)
+	d := e.refuse(lim, 5)
+	if r := d.Refused(); r == nil || r.Limit.Name != "route" {
+		e.Errorf("Refused() = %v, want route", r)
+	}
+	e.wantUsed(lim, 10, 2, 2)
+	if d := e.decide(lim, 0); d.Statuses[1].Charged || d.Statuses[1].Used != 2 {
+		e.Errorf("peek of a PerRequest limit: charged=%v used=%d, want false 2", d.Statuses[1].Charged, d.Statuses[1].Used)
+	}
 }
 
 func testCostAboveLimit(e *env) {
