@@ -11,53 +11,62 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// Watch calls changed, on Watch's goroutine, each time the content of file
-// changes, until ctx is done; then it returns nil, leaving no goroutine
-// behind. It returns an error only if it cannot start watching.
+// Watcher reports edits of a config file. Create it with NewWatcher
+// before loading the file, so that no edit can slip in between.
 //
-// Watch observes the file's directory, not the file, so that editors that
+// It observes the file's directory, not the file, so that editors that
 // save by renaming a new file over the old one, and Kubernetes ConfigMap
 // updates (a symlink swap), are seen. Events are debounced (100ms) and
 // compared by a SHA-256 of the content: a save that fires several events
-// calls changed once, and a touch or a rewrite of the same bytes not at
-// all. The content when Watch starts is the baseline. Edits to a symlink's
-// target in another directory are not seen; SIGHUP covers that case.
+// signals once, and a touch or a rewrite of the same bytes not at all.
+// The content when NewWatcher returns is the baseline. Edits to a
+// symlink's target in another directory are not seen; SIGHUP covers that.
 //
-// Watch only signals: the caller reloads with Load (viper's WatchConfig
-// cannot be stopped and fires twice per save).
-func Watch(ctx context.Context, file string, changed func()) error {
-	return watch(ctx, file, 100*time.Millisecond, changed, func() {})
+// A Watcher only signals: the caller reloads with Load (viper's
+// WatchConfig cannot be stopped and fires twice per save).
+type Watcher struct {
+	file     string
+	w        *fsnotify.Watcher
+	last     [sha256.Size]byte
+	debounce time.Duration
 }
 
-// watch is Watch with a settable debounce, and ready, called once the
-// baseline is taken.
-func watch(ctx context.Context, file string, debounce time.Duration, changed, ready func()) error {
+// NewWatcher starts watching file and takes its content as the baseline.
+func NewWatcher(file string) (*Watcher, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return fmt.Errorf("config: watch %s: %w", file, err)
+		return nil, fmt.Errorf("config: watch %s: %w", file, err)
 	}
-	defer w.Close() // waits for fsnotify's goroutine
 	if err := w.Add(filepath.Dir(file)); err != nil {
-		return fmt.Errorf("config: watch %s: %w", file, err)
+		w.Close()
+		return nil, fmt.Errorf("config: watch %s: %w", file, err)
 	}
 	last, _ := hashFile(file)
-	ready()
-	t := time.NewTimer(debounce)
+	return &Watcher{file: file, w: w, last: last, debounce: 100 * time.Millisecond}, nil
+}
+
+// Close releases the watcher; Run must have returned or never run.
+func (wt *Watcher) Close() error { return wt.w.Close() }
+
+// Run calls changed, on Run's goroutine, each time the file's content
+// changes, until ctx is done.
+func (wt *Watcher) Run(ctx context.Context, changed func()) {
+	t := time.NewTimer(wt.debounce)
 	t.Stop()
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-w.Events:
-			t.Reset(debounce)
-		case <-w.Errors:
-			t.Reset(debounce) // an overflow may hide an event: look anyway
+			return
+		case <-wt.w.Events:
+			t.Reset(wt.debounce)
+		case <-wt.w.Errors:
+			t.Reset(wt.debounce) // an overflow may hide an event: look anyway
 		case <-t.C:
 			// A missing file (mid-rename) keeps the last hash; its
 			// re-creation is another event.
-			if sum, err := hashFile(file); err == nil && sum != last {
-				last = sum
+			if sum, err := hashFile(wt.file); err == nil && sum != wt.last {
+				wt.last = sum
 				changed()
 			}
 		}

@@ -15,26 +15,24 @@ func startWatch(t *testing.T, file string) (got <-chan string, stop func()) {
 	t.Helper()
 	ch := make(chan string, 16)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan struct{})
+	done := make(chan struct{})
+	w, err := NewWatcher(file)
+	if err != nil {
+		t.Fatalf("NewWatcher: %v", err)
+	}
+	w.debounce = 20 * time.Millisecond
+	t.Cleanup(func() { w.Close() })
 	go func() {
-		done <- watch(ctx, file, 20*time.Millisecond, func() {
+		defer close(done)
+		w.Run(ctx, func() {
 			b, _ := os.ReadFile(file)
 			ch <- string(b)
-		}, func() { close(ready) })
+		})
 	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Watch: %v", err)
-	}
 	return ch, func() {
 		cancel()
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Watch: %v", err)
-			}
+		case <-done:
 		case <-time.After(5 * time.Second):
 			t.Fatal("Watch did not return after cancel")
 		}
@@ -138,7 +136,7 @@ func TestWatchConfigMap(t *testing.T) {
 }
 
 func TestWatchMissingDir(t *testing.T) {
-	err := Watch(context.Background(), filepath.Join(t.TempDir(), "nope", "gaia.yaml"), func() {})
+	_, err := NewWatcher(filepath.Join(t.TempDir(), "nope", "gaia.yaml"))
 	if err == nil {
 		t.Error("got no error for a missing directory")
 	}

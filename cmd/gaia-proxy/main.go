@@ -1,0 +1,80 @@
+// Command gaia-proxy is a sidecar reverse proxy that enforces rate limits
+// and quotas in front of an HTTP service. See the README for its commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	_ "time/tzdata" // quota.timezone works in images without zoneinfo
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "gaia-proxy:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: gaia-proxy <command> [flags]
+
+commands:
+  serve     run the proxy and its admin port (the default)
+  demo      run the proxy in front of a built-in echo service
+  hash-key  read an API key on stdin, print its sha256:<hex> for the config
+  version   print version, commit and Go version
+
+Run "gaia-proxy <command> -h" for a command's flags.
+`
+
+// run is the whole program, minus signals and exit codes, so tests can
+// call it.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serveCmd(ctx, args, stderr)
+	case "demo":
+		return demoCmd(ctx, args, stdout, stderr)
+	case "hash-key":
+		return hashKeyCmd(stdin, stdout)
+	case "version":
+		fmt.Fprintln(stdout, versionString())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// versionString is "gaia-proxy <version> (commit <rev>, <go version>)".
+func versionString() string {
+	commit := "unknown"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				commit = s.Value
+			}
+		}
+	}
+	return fmt.Sprintf("gaia-proxy %s (commit %s, %s)", version, commit, runtime.Version())
+}
