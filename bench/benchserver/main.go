@@ -52,6 +52,8 @@ func main() {
 		h = &httputil.ReverseProxy{
 			Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(up); r.SetXForwarded() },
 			Transport: t,
+			// wrk cuts connections mid-request when a round ends.
+			ErrorLog: log.New(io.Discard, "", 0),
 		}
 	default:
 		log.Fatalf("unknown mode %q", os.Args[1])
