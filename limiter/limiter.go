@@ -26,37 +26,201 @@ type Options struct {
 	Ledger Ledger
 	// Logf receives operational logs. Nil means log.Printf.
 	Logf func(format string, args ...any)
+	// Now is the breaker's clock. Nil means time.Now.
+	Now func() time.Time
+
+	// Name names the primary store in logs ("redis"). Empty means "store".
+	Name string
+	// FailureMode decides how a decision the primary store cannot make
+	// is answered (config redis.failure_mode). The zero value is
+	// FailureLocal.
+	FailureMode FailureMode
+	// Fallback returns a new, empty store to decide in FailureLocal mode,
+	// typically func() limiter.Store { return memstore.New(nil) }. New
+	// calls it, and so does the first failure after a success, so each
+	// outage starts from the ledger rather than from counters an earlier
+	// one left behind. The Limiter cannot make one itself (memstore imports
+	// limiter), so FailureLocal requires it: nil makes an outage fail
+	// closed, and the log line that reports the outage says why.
+	// Ignored in the other modes.
+	Fallback func() Store
+	// Timeout bounds every round trip to the primary store (config
+	// redis.timeout); past it the failure mode applies. Zero means 50ms;
+	// negative means no bound, for a store that cannot hang (memstore),
+	// which spares every decision a timer.
+	// Stores must honour ctx.
+	Timeout time.Duration
+	// TripAfter is how many consecutive failures of the primary open the
+	// breaker. Zero means 3.
+	TripAfter int
+	// Backoff is how long the open breaker waits before it lets one
+	// probe decision through to the primary; each failed probe doubles
+	// the wait, up to MaxBackoff. Zero means 100ms; zero MaxBackoff
+	// means 5s.
+	Backoff, MaxBackoff time.Duration
 }
 
 // Limiter is the one decision point of the proxy: it asks the Store,
 // seeds quota counters the Store lost from the Ledger, and hands every
 // charged quota counter to the Ledger.
+//
+// # When the store fails
+//
+// The store given to New is the primary (Redis, shared by replicas). A
+// round trip to it gives up after Options.Timeout, so a dead store never
+// holds a request longer than that (a decision makes one round trip, or
+// three when it seeds quota counters). A decision the primary fails
+// follows Options.FailureMode:
+//
+//   - FailureLocal: a fallback store in this process decides, with the
+//     same limits; its quota counters are seeded from the ledger and its
+//     charged quota usage is recorded in the ledger.
+//   - FailureOpen: the request is admitted with no statuses (so no
+//     rate-limit headers) and nothing is charged.
+//   - FailureClosed: Decide returns an error wrapping ErrUnavailable,
+//     which the proxy answers with 503 limiter_unavailable.
+//
+// After Options.TripAfter consecutive failures a circuit breaker opens:
+// decisions skip the primary and follow the failure mode at once, except
+// one probe decision after Options.Backoff, then twice that, and so on up
+// to Options.MaxBackoff. The first successful probe closes the breaker.
+// Each opening and closing logs one line and is counted in State; nothing
+// logs per request. Reads (cost 0) take the same path. Refund goes to the
+// store that made the decision; while the breaker is open, a refund due
+// to the primary fails at once with ErrUnavailable.
+//
+// Usage across an outage in FailureLocal mode, a known limit:
+//
+//   - Enforcement is per replica: N replicas together may admit up to N
+//     times a limit.
+//   - Each run of failures starts a new fallback: its rate windows start
+//     empty (usage on the primary just before the outage is not seen),
+//     its quota counters start from the ledger.
+//   - When the primary returns, its counters are as it left them: usage
+//     decided locally is in the ledger but is not added to the primary,
+//     so it does not count against the rest of the window or period. As
+//     the ledger keeps the value with the highest Seq, it shows the
+//     fallback's count until the primary's counter has been charged past
+//     it in Seq, and the primary's count, without the local usage, after.
 type Limiter struct {
-	store  Store
-	ledger Ledger
-	logf   func(format string, args ...any)
+	store   Store // the primary, bounded by the timeout
+	ledger  Ledger
+	logf    func(format string, args ...any)
+	name    string
+	mode    FailureMode
+	timeout time.Duration
+	br      breaker
 
 	ledgerLogged atomic.Int64 // when the ledger's failure was last logged
 }
 
-// New returns a Limiter deciding with store.
+// New returns a Limiter deciding with store, its primary.
 func New(store Store, o *Options) *Limiter {
 	if o == nil {
 		o = &Options{}
 	}
-	l := &Limiter{store: store, ledger: o.Ledger, logf: o.Logf}
+	l := &Limiter{ledger: o.Ledger, logf: o.Logf, name: o.Name, mode: o.FailureMode, timeout: o.Timeout}
 	if l.logf == nil {
 		l.logf = log.Printf
+	}
+	if l.name == "" {
+		l.name = "store"
+	}
+	switch {
+	case l.timeout < 0:
+		l.store = store
+	case l.timeout == 0:
+		l.timeout = 50 * time.Millisecond
+		fallthrough
+	default:
+		l.store = bounded{Store: store, timeout: l.timeout}
+	}
+	b := &l.br
+	b.now, b.logf, b.name = o.Now, l.logf, l.name
+	if b.now == nil {
+		b.now = time.Now
+	}
+	b.since = b.now()
+	b.tripAfter, b.minWait, b.maxWait = int64(o.TripAfter), o.Backoff, o.MaxBackoff
+	if b.tripAfter <= 0 {
+		b.tripAfter = 3
+	}
+	if b.minWait <= 0 {
+		b.minWait = 100 * time.Millisecond
+	}
+	if b.maxWait <= 0 {
+		b.maxWait = 5 * time.Second
+	}
+	b.maxWait = max(b.maxWait, b.minWait)
+	switch {
+	case l.mode == FailureLocal && o.Fallback != nil:
+		b.newFallback = o.Fallback
+		s := o.Fallback()
+		b.fallback.Store(&s)
+		b.mode, b.failing = "fallback-local", "failing local: deciding in-process until it returns"
+	case l.mode == FailureLocal:
+		l.mode = FailureClosed
+		b.mode, b.failing = "closed", "failing closed (failure mode local, but no fallback store): refusing every request until it returns"
+	case l.mode == FailureOpen:
+		b.mode, b.failing = "open", "failing open: admitting every request unlimited until it returns"
+	default:
+		l.mode = FailureClosed
+		b.mode, b.failing = "closed", "failing closed: refusing every request until it returns"
 	}
 	return l
 }
 
-// Decide checks and charges every limit of one request; see Store.Decide.
+// State returns the health of the primary store.
+func (l *Limiter) State() State { return l.br.state() }
+
+// Decide checks and charges every limit of one request; see Store.Decide
+// and, for what happens when the primary store fails, Limiter.
 func (l *Limiter) Decide(ctx context.Context, limits []Limit, cost int64) (Decision, error) {
-	d, err := l.store.Decide(ctx, limits, cost)
+	if cost < 0 {
+		return Decision{}, fmt.Errorf("limiter: negative cost %d", cost)
+	}
+	t, ok := l.br.admit()
+	if !ok {
+		return l.degraded(ctx, limits, cost, nil)
+	}
+	d, err := l.decide(ctx, l.store, limits, cost)
+	switch {
+	case err == nil:
+		l.br.succeed(t)
+		return d, nil
+	case ctx.Err() != nil: // the caller went away; that says nothing about the store
+		l.br.abandon(t)
+		return d, err
+	}
+	l.br.fail(t, err)
+	return l.degraded(ctx, limits, cost, err)
+}
+
+// degraded answers a decision the primary did not make, by the failure
+// mode; cause is the primary's error, nil when it was skipped.
+func (l *Limiter) degraded(ctx context.Context, limits []Limit, cost int64, cause error) (Decision, error) {
+	switch l.mode {
+	case FailureLocal:
+		s := l.br.local()
+		d, err := l.decide(ctx, s, limits, cost)
+		d.by = s
+		return d, err
+	case FailureOpen:
+		return Decision{Allowed: true}, nil
+	}
+	if cause == nil {
+		cause = l.br.cause()
+	}
+	return Decision{}, fmt.Errorf("limiter: %w: %s: %w", ErrUnavailable, l.name, cause)
+}
+
+// decide asks s, seeding the quota counters it lacks from the ledger,
+// and records charged quota counters.
+func (l *Limiter) decide(ctx context.Context, s Store, limits []Limit, cost int64) (Decision, error) {
+	d, err := s.Decide(ctx, limits, cost)
 	if err == nil && len(d.Missing) > 0 {
-		if err = l.seed(ctx, &d); err == nil {
-			d, err = l.store.Decide(ctx, limits, cost)
+		if err = l.seed(ctx, s, &d); err == nil {
+			d, err = s.Decide(ctx, limits, cost)
 		}
 	}
 	if err != nil {
@@ -73,14 +237,14 @@ func (l *Limiter) Decide(ctx context.Context, limits []Limit, cost int64) (Decis
 	return d, nil
 }
 
-// seed loads the counters d reports missing from the ledger into the
-// store. When the ledger cannot answer, the counters start from zero
-// rather than refusing traffic (SPEC §6: requests keep flowing, quotas
+// seed loads the counters d reports missing from the ledger into s.
+// When the ledger cannot answer, the counters start from zero rather
+// than refusing traffic (SPEC §6: requests keep flowing, quotas
 // keep being enforced from the hot path). Usually that is exact: a
 // counter is missing because its period or its subject is new. Only when
 // the hot path lost its data while the ledger is away does usage restart
 // low, and the log says so.
-func (l *Limiter) seed(ctx context.Context, d *Decision) error {
+func (l *Limiter) seed(ctx context.Context, s Store, d *Decision) error {
 	counters := make([]Counter, len(d.Missing))
 	for i, idx := range d.Missing {
 		counters[i] = d.Statuses[idx].Counter
@@ -99,7 +263,7 @@ func (l *Limiter) seed(ctx context.Context, d *Decision) error {
 	for i := range values {
 		values[i].Counter = counters[i]
 	}
-	return l.store.Seed(ctx, values)
+	return s.Seed(ctx, values)
 }
 
 // logLedgerDown logs an unreadable ledger at most every ten seconds.
@@ -130,7 +294,9 @@ func (l *Limiter) record(statuses []Status) {
 }
 
 // Refund gives the cost back to the refundable quotas charged by d,
-// after the upstream failed the request.
+// after the upstream failed the request. It goes to the store that made
+// d; to the primary it takes at most the timeout per round trip, and fails at once with
+// ErrUnavailable while the breaker is open.
 func (l *Limiter) Refund(ctx context.Context, d *Decision, cost int64) error {
 	if !d.Allowed || cost <= 0 {
 		return nil
@@ -146,6 +312,16 @@ func (l *Limiter) Refund(ctx context.Context, d *Decision, cost int64) error {
 			byCost = append(byCost, s.Counter)
 		}
 	}
+	if len(byCost)+len(byRequest) == 0 {
+		return nil
+	}
+	store := d.by
+	if store == nil {
+		if l.br.open.Load() {
+			return fmt.Errorf("limiter: refund: %w: %s is down", ErrUnavailable, l.name)
+		}
+		store = l.store // bounded by the timeout
+	}
 	for _, r := range []struct {
 		counters []Counter
 		cost     int64
@@ -153,7 +329,7 @@ func (l *Limiter) Refund(ctx context.Context, d *Decision, cost int64) error {
 		if len(r.counters) == 0 {
 			continue
 		}
-		values, err := l.store.Refund(ctx, r.counters, r.cost)
+		values, err := store.Refund(ctx, r.counters, r.cost)
 		if err != nil {
 			return fmt.Errorf("limiter: refund: %w", err)
 		}

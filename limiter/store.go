@@ -92,6 +92,10 @@ type Decision struct {
 	// Missing lists the indexes of Quota limits whose counters the store
 	// does not hold. When it is not empty nothing was decided.
 	Missing []int
+
+	// by is the fallback store that made the decision, for Refund; nil
+	// means the Limiter's primary store.
+	by Store
 }
 
 // Refused returns the enforced limit that refused the request, preferring

@@ -123,7 +123,7 @@ func serve(ctx context.Context, lo config.LoadOptions, logf func(string, ...any)
 	}
 	defer ledger.Close()
 	recorder := quota.NewRecorder(ledger, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf})
-	lim := limiter.New(memstore.New(nil), &limiter.Options{Ledger: recorder, Logf: logf})
+	lim := limiter.New(memstore.New(nil), &limiter.Options{Ledger: recorder, Logf: logf, Timeout: -1})
 	px := proxy.New(up, lim, settings, &proxy.Options{Logf: logf, UpstreamTimeout: cfg.UpstreamTimeout})
 
 	rl := &reloader{lo: lo, cfg: cfg, proxy: px, logf: logf, watcher: watcher}

@@ -1,0 +1,47 @@
+package redisstore
+
+import "strings"
+
+// numSlots is the number of Redis Cluster hash slots.
+const numSlots = 16384
+
+// hashTag returns the part of key between its first "{" and the next
+// "}", when not empty: what Redis Cluster hashes instead of the whole key.
+func hashTag(key string) (string, bool) {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j], true
+		}
+	}
+	return key, false
+}
+
+// slot returns the Redis Cluster hash slot of key.
+func slot(key string) int {
+	tag, _ := hashTag(key)
+	return int(crc16(tag) % numSlots)
+}
+
+// crc16 is CRC-16/XMODEM, the checksum Redis Cluster hashes keys with.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc = crc<<8 ^ crcTable[byte(crc>>8)^s[i]]
+	}
+	return crc
+}
+
+var crcTable = func() (t [256]uint16) {
+	for i := range t {
+		c := uint16(i) << 8
+		for range 8 {
+			if c&0x8000 != 0 {
+				c = c<<1 ^ 0x1021
+			} else {
+				c <<= 1
+			}
+		}
+		t[i] = c
+	}
+	return t
+}()
