@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 // Decider checks and charges the limits of one request.
@@ -48,12 +49,60 @@ func (p *Proxy) decide(next http.Handler) http.Handler {
 		if names := d.ShadowLimited(); len(names) > 0 {
 			x.shadow = strings.Join(names, ", ")
 		}
+		if p.observe != nil {
+			p.observe(event(r, x))
+		}
 		if !d.Allowed {
 			p.refuse(w, r, x)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// maxEventPath bounds the path an event carries into the violation log.
+const maxEventPath = 1024
+
+// event describes a decided request for Options.Observe.
+func event(r *http.Request, x *exchange) quota.Event {
+	e := quota.Event{
+		Time:    x.start,
+		Subject: x.subject.ID,
+		KeyID:   x.subject.KeyID,
+		User:    x.subject.User,
+		Plan:    x.subject.Plan,
+		Method:  r.Method,
+		Path:    r.URL.Path,
+		Outcome: quota.Allowed,
+	}
+	if len(e.Path) > maxEventPath {
+		e.Path = e.Path[:maxEventPath]
+	}
+	if x.route != nil {
+		e.Route = x.route.Name
+	}
+	s := x.decision.Refused()
+	if s != nil {
+		e.Outcome = quota.RateLimited
+		if s.Limit.Period != nil {
+			e.Outcome = quota.QuotaExceeded
+		}
+	} else {
+		for i := range x.decision.Statuses {
+			if st := &x.decision.Statuses[i]; st.Exceeded && st.Limit.Shadow {
+				s = st
+				break
+			}
+		}
+	}
+	if s != nil {
+		v := &quota.Violated{Name: s.Limit.Name, Limit: s.Limit.Limit, Window: s.Limit.Window, Shadow: s.Limit.Shadow}
+		if s.Limit.Period != nil {
+			v.Period = s.Limit.Period.String()
+		}
+		e.Violated = v
+	}
+	return e
 }
 
 // refusal is the body of a 429 (SPEC §4.5).

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 // Settings is the part of the configuration that a reload may change.
@@ -38,12 +39,17 @@ type Options struct {
 	// Transport reaches the upstream. Nil means a transport tuned for one
 	// busy upstream.
 	Transport http.RoundTripper
+	// Observe learns the outcome of every limited request as it is
+	// decided (not exempt ones, not 401s). It runs on the request's
+	// goroutine, so it must not block. Nil means nobody listens.
+	Observe func(quota.Event)
 }
 
 // Proxy is the request path. Create it with New.
 type Proxy struct {
 	settings atomic.Pointer[Settings]
 	decider  Decider
+	observe  func(quota.Event)
 	logf     func(format string, args ...any)
 	now      func() time.Time
 	handler  http.Handler
@@ -54,7 +60,7 @@ func New(up *url.URL, d Decider, s *Settings, o *Options) *Proxy {
 	if o == nil {
 		o = &Options{}
 	}
-	p := &Proxy{decider: d, logf: o.Logf, now: o.Now}
+	p := &Proxy{decider: d, observe: o.Observe, logf: o.Logf, now: o.Now}
 	if p.logf == nil {
 		p.logf = log.Printf
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 // fakeDecider is a Decider whose answers the test chooses.
@@ -518,5 +520,70 @@ func TestRateLimitHeaderSyntax(t *testing.T) {
 	writeSFString(&b, `a"b\c`+"\n")
 	if b.String() != `"a\"b\\c?"` {
 		t.Errorf("sf-string = %s", b.String())
+	}
+}
+
+func TestObserve(t *testing.T) {
+	var mu sync.Mutex
+	var events []quota.Event
+	refuse := atomic.Int64{} // index of the limit to exceed, -1 none
+	shadow := atomic.Bool{}
+	d := &fakeDecider{decide: func(l []limiter.Limit, c int64) (limiter.Decision, error) {
+		d, _ := allowAll(l, c)
+		if i := refuse.Load(); i >= 0 {
+			d.Statuses[i].Exceeded = true
+			d.Statuses[i].Limit.Shadow = shadow.Load()
+			d.Allowed = shadow.Load()
+		}
+		return d, nil
+	}}
+	up := httptest.NewServer(&upstreamRecorder{})
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	p := New(u, d, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{Observe: func(e quota.Event) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}})
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+
+	refuse.Store(-1)
+	get(t, srv.URL+"/confirm", map[string]string{"X-Api-Key": "secret-1"})
+	refuse.Store(0)
+	get(t, srv.URL+"/x", map[string]string{"X-Api-Key": "secret-1"})
+	refuse.Store(1)
+	get(t, srv.URL+"/x", map[string]string{"X-Api-Key": "secret-1"})
+	shadow.Store(true)
+	refuse.Store(0)
+	get(t, srv.URL+"/x", map[string]string{"X-Api-Key": "secret-1"})
+	get(t, srv.URL+"/health", nil)                                  // exempt: no event
+	get(t, srv.URL+"/x", map[string]string{"X-Api-Key": "unknown"}) // 401: no event
+
+	mu.Lock()
+	defer mu.Unlock()
+	type brief struct {
+		outcome, route, limit string
+		shadow                bool
+	}
+	var got []brief
+	for _, e := range events {
+		b := brief{outcome: e.Outcome.String(), route: e.Route}
+		if e.Violated != nil {
+			b.limit, b.shadow = e.Violated.Name, e.Violated.Shadow
+		}
+		if e.Subject != "key:k1" || e.User != "alice" || e.Method != "GET" || e.Time.IsZero() {
+			t.Errorf("event %+v lacks the request's identity", e)
+		}
+		got = append(got, b)
+	}
+	want := []brief{
+		{"allowed", "confirm", "", false},
+		{"rate_limited", "", "free-1s", false},
+		{"quota_exceeded", "", "free-daily", false},
+		{"allowed", "", "free-1s", true},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("events:\n got %+v\nwant %+v", got, want)
 	}
 }
