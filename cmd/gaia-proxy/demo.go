@@ -50,7 +50,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		lo.Overrides["data_dir"] = filepath.Join(dir, "data")
 	}
 	logf := log.New(stderr, "", log.LstdFlags).Printf
-	return serve(ctx, lo, logf, func(proxyAddr, adminAddr string) {
+	return serve(ctx, serveOptions{LoadOptions: lo}, logf, func(proxyAddr, adminAddr string) {
 		printDemo(stdout, proxyAddr, adminAddr)
 	})
 }

@@ -87,7 +87,7 @@ func start(t *testing.T, file string) *instance {
 	in := &instance{cancel: cancel, done: make(chan error, 1), logs: &logBuffer{}}
 	ready := make(chan struct{})
 	go func() {
-		in.done <- serve(ctx, config.LoadOptions{File: file}, in.logs.logf, func(p, a string) {
+		in.done <- serve(ctx, serveOptions{LoadOptions: config.LoadOptions{File: file}}, in.logs.logf, func(p, a string) {
 			in.proxy, in.admin = "http://"+p, "http://"+a
 			close(ready)
 		})

@@ -35,6 +35,8 @@ const usage = `usage: gaia-proxy <command> [flags]
 commands:
   serve     run the proxy and its admin port (the default)
   demo      run the proxy in front of a built-in echo service
+  migrate   apply pending PostgreSQL migrations
+  check     validate config, Redis, PostgreSQL, migrations and upstream
   hash-key  read an API key on stdin, print its sha256:<hex> for the config
   version   print version, commit and Go version
 
@@ -53,6 +55,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return serveCmd(ctx, args, stderr)
 	case "demo":
 		return demoCmd(ctx, args, stdout, stderr)
+	case "migrate":
+		return migrateCmd(ctx, args, stdout, stderr)
+	case "check":
+		return checkCmd(ctx, args, stdout, stderr)
 	case "hash-key":
 		return hashKeyCmd(stdin, stdout)
 	case "version":

@@ -12,7 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,7 +23,6 @@ import (
 	"github.com/gaia-proxy/gaia-proxy/limiter/memstore"
 	"github.com/gaia-proxy/gaia-proxy/proxy"
 	"github.com/gaia-proxy/gaia-proxy/quota"
-	"github.com/gaia-proxy/gaia-proxy/quota/boltstore"
 )
 
 // serveFlags are the flags of serve (and demo), copied into config
@@ -66,6 +65,7 @@ func (f *serveFlags) loadOptions() config.LoadOptions {
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	f := newServeFlags("serve", stderr)
+	migrate := f.fs.Bool("migrate", false, "apply pending database migrations before serving")
 	if err := f.fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,23 +73,30 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("serve: unexpected argument %q", f.fs.Arg(0))
 	}
 	logf := log.New(stderr, "", log.LstdFlags).Printf
-	return serve(ctx, f.loadOptions(), logf, nil)
+	return serve(ctx, serveOptions{LoadOptions: f.loadOptions(), Migrate: *migrate}, logf, nil)
+}
+
+// serveOptions are serve's inputs beyond the configuration.
+type serveOptions struct {
+	config.LoadOptions
+	// Migrate applies pending database migrations at start (--migrate).
+	Migrate bool
 }
 
 // serve runs the proxy and admin port until ctx is done, then drains and
 // flushes. ready, when not nil, is called with the listening addresses.
-func serve(ctx context.Context, lo config.LoadOptions, logf func(string, ...any), ready func(proxyAddr, adminAddr string)) error {
+func serve(ctx context.Context, so serveOptions, logf func(string, ...any), ready func(proxyAddr, adminAddr string)) error {
 	var watcher *config.Watcher
-	if lo.File != "" {
+	if so.File != "" {
 		// Watch before loading, so that no edit slips in between.
-		w, err := config.NewWatcher(lo.File)
+		w, err := config.NewWatcher(so.File)
 		if err != nil {
 			return err
 		}
 		defer w.Close()
 		watcher = w
 	}
-	cfg, err := config.Load(lo)
+	cfg, err := config.Load(so.LoadOptions)
 	if err != nil {
 		return err
 	}
@@ -102,39 +109,36 @@ func serve(ctx context.Context, lo config.LoadOptions, logf func(string, ...any)
 	if cfg.Redis.URL != "" || len(cfg.Redis.ClusterAddrs) > 0 || cfg.Redis.Sentinel.Master != "" {
 		return errors.New("redis: the Redis backend is not available yet; leave redis.* empty to use the in-process limiter")
 	}
-	if cfg.Database.URL != "" {
-		return errors.New("database.url: the PostgreSQL ledger is not available yet; leave it empty to use the embedded store")
-	}
-	settings, err := buildSettings(cfg)
-	if err != nil {
-		return err
-	}
 	up, err := url.Parse(cfg.Upstream)
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
 
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return fmt.Errorf("data_dir: %w", err)
-	}
-	ledger, err := boltstore.Open(filepath.Join(cfg.DataDir, "gaia.db"))
+	led, err := openLedger(ctx, cfg, so.Migrate, logf)
 	if err != nil {
 		return err
 	}
-	defer ledger.Close()
-	recorder := quota.NewRecorder(ledger, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf})
+	defer led.close()
+	recorder := quota.NewRecorder(led.usage, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf})
+	journal := quota.NewJournal(led.journal, &quota.JournalOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf})
 	lim := limiter.New(memstore.New(nil), &limiter.Options{Ledger: recorder, Logf: logf, Timeout: -1})
-	px := proxy.New(up, lim, settings, &proxy.Options{Logf: logf, UpstreamTimeout: cfg.UpstreamTimeout})
 
-	rl := &reloader{lo: lo, cfg: cfg, proxy: px, logf: logf, watcher: watcher}
+	pol := &policyState{lo: so.LoadOptions, cfg: cfg, rules: led.rules, logf: logf, watcher: watcher}
+	settings, err := pol.build(ctx)
+	if err != nil {
+		return err
+	}
+	px := proxy.New(up, lim, settings, &proxy.Options{Logf: logf, UpstreamTimeout: cfg.UpstreamTimeout, Observe: journal.Record})
+	pol.proxy = px
+
 	adm := admin.New(&admin.Options{
 		Version: versionString(),
 		Logf:    logf,
 		Checks: map[string]admin.Checker{
 			"redis":    func(context.Context) admin.Check { return admin.Check{Status: admin.StatusOK, Mode: "in-process"} },
-			"database": ledgerCheck(recorder),
+			"database": ledgerCheck(led, recorder, journal),
 			"upstream": upstreamCheck(up),
-			"config":   rl.check,
+			"config":   pol.check,
 		},
 	})
 
@@ -155,7 +159,8 @@ func serve(ctx context.Context, lo config.LoadOptions, logf func(string, ...any)
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	wg.Go(func() { recorder.Run(bg) })
-	wg.Go(func() { rl.watch(bg) })
+	wg.Go(func() { journal.Run(bg) })
+	wg.Go(func() { pol.watch(bg) })
 	serveErr := make(chan error, 2)
 	for _, s := range []struct {
 		srv *http.Server
@@ -167,7 +172,7 @@ func serve(ctx context.Context, lo config.LoadOptions, logf func(string, ...any)
 			}
 		})
 	}
-	logf("gaia-proxy %s: proxy on %s -> %s, admin on %s", version, proxyLn.Addr(), up, adminLn.Addr())
+	logf("gaia-proxy %s: proxy on %s -> %s, admin on %s, ledger %s", version, proxyLn.Addr(), up, adminLn.Addr(), led.mode)
 	if ready != nil {
 		ready(proxyLn.Addr().String(), adminLn.Addr().String())
 	}
@@ -187,104 +192,197 @@ func serve(ctx context.Context, lo config.LoadOptions, logf func(string, ...any)
 	adminSrv.Shutdown(sctx)
 	stopBG()
 	wg.Wait()
-	if err := recorder.Flush(sctx); err != nil {
-		return errors.Join(runErr, fmt.Errorf("flush quota usage: %w", err))
+	// Flushing gets its own short budget: the drain may have used all of
+	// the shutdown timeout, and usage must still land (SPEC: exit within 10 s).
+	fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer fcancel()
+	if err := errors.Join(recorder.Flush(fctx), journal.Flush(fctx)); err != nil {
+		return errors.Join(runErr, fmt.Errorf("flush usage at shutdown: %w", err))
 	}
 	logf("shutdown complete: quota usage flushed")
 	return runErr
 }
 
-// reloader applies edits of the config file and SIGHUP (SPEC §3): a new
-// config is loaded and validated in full, then swapped in; an invalid one
-// is refused and the running one keeps serving.
-type reloader struct {
+// policyState builds the proxy's settings from the config file and the
+// runtime rules, and rebuilds them when either changes: an edit of the
+// file or SIGHUP (SPEC §3) reloads the config, a rules notification
+// reloads the rules. A new config is loaded and validated in full before
+// it is swapped in; an invalid one is refused and the running one keeps
+// serving.
+type policyState struct {
 	lo      config.LoadOptions
-	proxy   *proxy.Proxy
+	rules   ruleSource // nil: no runtime rules
 	logf    func(string, ...any)
 	watcher *config.Watcher // nil without a file
+	proxy   *proxy.Proxy
 
-	mu      sync.Mutex
-	cfg     *config.Config
-	lastErr error
+	mu       sync.Mutex
+	cfg      *config.Config
+	ruleList []limiter.Rule
+	lastErr  error // of the last config reload
+	rulesErr error // of the last rules load
 }
 
-func (rl *reloader) watch(ctx context.Context) {
+// build loads the runtime rules (if any) and returns the settings of the
+// current config with them.
+func (ps *policyState) build(ctx context.Context) (*proxy.Settings, error) {
+	if ps.rules != nil {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := ps.loadRules(ctx); err != nil {
+			ps.logf("rules: cannot load runtime rules at start (%v); serving the config alone until the database answers", err)
+		}
+	}
+	return ps.settings(ps.cfg)
+}
+
+// settings is cfg with the runtime rules on top.
+func (ps *policyState) settings(cfg *config.Config) (*proxy.Settings, error) {
+	s, err := buildSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(ps.ruleList) > 0 {
+		if s.Policy, err = s.Policy.WithRules(ps.ruleList); err != nil {
+			return nil, fmt.Errorf("runtime rules: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (ps *policyState) loadRules(ctx context.Context) error {
+	loc, err := time.LoadLocation(ps.cfg.Quota.Timezone)
+	if err != nil {
+		return err
+	}
+	rules, err := ps.rules.Rules(ctx, loc)
+	ps.rulesErr = err
+	if err != nil {
+		return err
+	}
+	ps.ruleList = rules
+	return nil
+}
+
+func (ps *policyState) watch(ctx context.Context) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	changed := make(chan struct{}, 1)
-	if rl.watcher != nil {
-		done := make(chan struct{})
-		defer func() { <-done }()
-		go func() {
-			defer close(done)
-			rl.watcher.Run(ctx, func() {
-				select {
-				case changed <- struct{}{}:
-				default:
-				}
-			})
-		}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if ps.watcher != nil {
+		wg.Go(func() { ps.watcher.Run(ctx, signalTo(changed)) })
+	}
+	rulesChanged := make(chan struct{}, 1)
+	if ps.rules != nil {
+		wg.Go(func() {
+			if err := ps.rules.WatchRules(ctx, signalTo(rulesChanged)); err != nil {
+				ps.logf("rules: cannot watch runtime rules: %v", err)
+			}
+		})
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			rl.reload("SIGHUP")
+			ps.reload("SIGHUP")
 		case <-changed:
-			rl.reload("file change")
+			ps.reload("file change")
+		case <-rulesChanged:
+			ps.reloadRules(ctx)
 		}
 	}
 }
 
-func (rl *reloader) reload(why string) {
-	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	err := rl.apply()
-	rl.lastErr = err
-	if err != nil {
-		rl.logf("config: reload (%s) refused, the running config keeps serving: %v", why, err)
-		return
+// signalTo returns a func that signals ch without blocking.
+func signalTo(ch chan struct{}) func() {
+	return func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
-	rl.logf("config: reloaded (%s)", why)
 }
 
-func (rl *reloader) apply() error {
-	next, err := config.Load(rl.lo)
+func (ps *policyState) reload(why string) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	err := ps.applyConfig()
+	ps.lastErr = err
+	if err != nil {
+		ps.logf("config: reload (%s) refused, the running config keeps serving: %v", why, err)
+		return
+	}
+	ps.logf("config: reloaded (%s)", why)
+}
+
+func (ps *policyState) applyConfig() error {
+	next, err := config.Load(ps.lo)
 	if err != nil {
 		return err
 	}
-	if keys := config.RestartRequired(rl.cfg, next); len(keys) > 0 {
+	if keys := config.RestartRequired(ps.cfg, next); len(keys) > 0 {
 		return fmt.Errorf("%v: changes to these keys need a restart", keys)
 	}
-	settings, err := buildSettings(next)
+	s, err := ps.settings(next)
 	if err != nil {
 		return err
 	}
-	rl.proxy.SetSettings(settings)
-	rl.cfg = next
+	ps.proxy.SetSettings(s)
+	ps.cfg = next
 	return nil
 }
 
-// check reports a refused reload on /health until a good one lands.
-func (rl *reloader) check(context.Context) admin.Check {
-	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	if rl.lastErr != nil {
-		return admin.Check{Status: admin.StatusDegraded, Error: "last reload refused: " + rl.lastErr.Error()}
+func (ps *policyState) reloadRules(ctx context.Context) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := ps.loadRules(ctx); err != nil {
+		ps.logf("rules: reload failed, the running rules stay in force: %v", err)
+		return
+	}
+	s, err := ps.settings(ps.cfg)
+	if err != nil {
+		ps.logf("rules: refused: %v", err)
+		return
+	}
+	ps.proxy.SetSettings(s)
+	ps.logf("rules: %d runtime rules in force", len(ps.ruleList))
+}
+
+// check reports a refused reload, or rules that could not be loaded, on
+// /health until it is mended.
+func (ps *policyState) check(context.Context) admin.Check {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	switch {
+	case ps.lastErr != nil:
+		return admin.Check{Status: admin.StatusDegraded, Error: "last reload refused: " + ps.lastErr.Error()}
+	case ps.rules != nil && ps.rulesErr != nil:
+		return admin.Check{Status: admin.StatusDegraded, Error: "runtime rules not loaded: " + ps.rulesErr.Error()}
 	}
 	return admin.Check{Status: admin.StatusOK}
 }
 
-// ledgerCheck reports the durable quota ledger.
-func ledgerCheck(r *quota.Recorder) admin.Checker {
-	return func(context.Context) admin.Check {
-		st := r.Stats()
-		if !st.Healthy {
-			return admin.Check{Status: admin.StatusDegraded, Mode: "embedded", Error: fmt.Sprintf("ledger writes failing, %d counters pending", st.Pending)}
+// ledgerCheck reports the durable ledger: reachable, and writing.
+func ledgerCheck(led *ledger, r *quota.Recorder, j *quota.Journal) admin.Checker {
+	return func(ctx context.Context) admin.Check {
+		c := admin.Check{Status: admin.StatusOK, Mode: led.mode}
+		rs, js := r.Stats(), j.Stats()
+		var problems []string
+		if err := led.ping(ctx); err != nil {
+			problems = append(problems, "unreachable: "+err.Error())
 		}
-		return admin.Check{Status: admin.StatusOK, Mode: "embedded"}
+		if !rs.Healthy || !js.Healthy {
+			problems = append(problems, fmt.Sprintf("writes failing: %d quota counters and %d violations queued", rs.Pending, js.PendingViolations))
+		}
+		if len(problems) > 0 {
+			c.Status, c.Error = admin.StatusDegraded, strings.Join(problems, "; ")
+		}
+		return c
 	}
 }
 
