@@ -79,6 +79,9 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
+// loadFile loads file alone: no environment, no flags.
+func loadFile(file string) config.LoadOptions { return config.LoadOptions{File: file} }
+
 // start runs serve with the config file, as `gaia-proxy serve --config`
 // would, and waits until both ports listen.
 func start(t *testing.T, file string) *instance {
@@ -87,7 +90,7 @@ func start(t *testing.T, file string) *instance {
 	in := &instance{cancel: cancel, done: make(chan error, 1), logs: &logBuffer{}}
 	ready := make(chan struct{})
 	go func() {
-		in.done <- serve(ctx, serveOptions{LoadOptions: config.LoadOptions{File: file}}, in.logs.logf, func(p, a string) {
+		in.done <- serve(ctx, serveOptions{LoadOptions: loadFile(file)}, in.logs.logf, func(p, a string) {
 			in.proxy, in.admin = "http://"+p, "http://"+a
 			close(ready)
 		})
