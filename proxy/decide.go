@@ -27,31 +27,33 @@ func (p *Proxy) decide(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x := exchangeFrom(r.Context())
 		if x.exempt {
+			p.report(r, x, quota.Exempt, 0)
 			next.ServeHTTP(w, r)
 			return
 		}
-		limits := x.settings.Policy.Limits(make([]limiter.Limit, 0, 8), x.subject, x.route, p.now())
+		limits := x.settings.Policy.Limits(make([]limiter.Limit, 0, 8), x.subject, x.route, x.start)
 		if len(limits) == 0 {
+			p.report(r, x, quota.Allowed, 0)
 			next.ServeHTTP(w, r)
 			return
 		}
 		d, err := p.decider.Decide(r.Context(), limits, x.cost)
+		took := p.now().Sub(x.start)
 		if err != nil {
 			msg := "rate limiter unavailable"
 			if !errors.Is(err, limiter.ErrUnavailable) {
 				msg = "rate limiter failed"
 			}
+			p.report(r, x, quota.Unavailable, took)
 			p.fail(w, r, http.StatusServiceUnavailable, "limiter_unavailable", msg, err)
 			return
 		}
 		x.decision, x.decided = d, true
-		x.headers = rateLimitHeaders(x.headers[:0], &d, p.now())
+		x.headers = rateLimitHeaders(x.headers[:0], &d, x.start)
 		if names := d.ShadowLimited(); len(names) > 0 {
 			x.shadow = strings.Join(names, ", ")
 		}
-		if p.observe != nil {
-			p.observe(event(r, x))
-		}
+		p.report(r, x, 0, took)
 		if !d.Allowed {
 			p.refuse(w, r, x)
 			return
@@ -62,6 +64,20 @@ func (p *Proxy) decide(next http.Handler) http.Handler {
 
 // maxEventPath bounds the path an event carries into the violation log.
 const maxEventPath = 1024
+
+// report tells Options.Observe how the request was decided; an outcome
+// of 0 means "from x's decision".
+func (p *Proxy) report(r *http.Request, x *exchange, o quota.Outcome, took time.Duration) {
+	if p.observe == nil {
+		return
+	}
+	e := event(r, x)
+	e.Latency = took
+	if o != 0 {
+		e.Outcome, e.Violated = o, nil
+	}
+	p.observe(e)
+}
 
 // event describes a decided request for Options.Observe.
 func event(r *http.Request, x *exchange) quota.Event {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 // maxKeyLen bounds a presented API key; longer ones are malformed.
@@ -161,17 +162,20 @@ func (p *Proxy) identify(next http.Handler) http.Handler {
 			if user, ok := s.Identity.userID(r.Header, x.peer); ok {
 				x.subject = s.Policy.ForUser(user)
 			} else if s.Identity.RejectAnonymous {
+				p.report(r, x, quota.Unauthorized, 0)
 				p.fail(w, r, http.StatusUnauthorized, "missing_credentials", "an API key or user is required", nil)
 				return
 			} else {
 				x.subject = s.Policy.ForIP(x.peer.client.String())
 			}
 		case err != nil:
+			p.report(r, x, quota.Unauthorized, 0)
 			p.fail(w, r, http.StatusUnauthorized, "invalid_api_key", "the API key in "+header+" is malformed", nil)
 			return
 		default:
 			subj, ok := s.Policy.LookupKey(sha256.Sum256([]byte(key)))
 			if !ok {
+				p.report(r, x, quota.Unauthorized, 0)
 				p.fail(w, r, http.StatusUnauthorized, "invalid_api_key", "the API key in "+header+" is not known", nil)
 				return
 			}

@@ -24,12 +24,13 @@ func Chain(mws ...Middleware) Middleware {
 // exchange is what the middlewares learn about one request, shared
 // through its context so the request is copied only once.
 type exchange struct {
-	settings *Settings
-	start    time.Time
-	peer     peer
-	subject  limiter.Subject
-	route    *limiter.Route
-	exempt   bool
+	settings  *Settings
+	start     time.Time
+	forwarded time.Time // when the request left for the upstream
+	peer      peer
+	subject   limiter.Subject
+	route     *limiter.Route
+	exempt    bool
 	// keyHeader is the header that carried the API key, if any.
 	keyHeader string
 	cost      int64

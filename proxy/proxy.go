@@ -39,10 +39,14 @@ type Options struct {
 	// Transport reaches the upstream. Nil means a transport tuned for one
 	// busy upstream.
 	Transport http.RoundTripper
-	// Observe learns the outcome of every limited request as it is
-	// decided (not exempt ones, not 401s). It runs on the request's
-	// goroutine, so it must not block. Nil means nobody listens.
+	// Observe learns how every request was decided, as it is. It runs
+	// on the request's goroutine, so it must not block. Nil means nobody
+	// listens.
 	Observe func(quota.Event)
+	// Upstream learns how long the upstream took to answer a forwarded
+	// request (to its response headers), and with what status: 502 or
+	// 504 when it failed. Same rules as Observe.
+	Upstream func(route string, status int, took time.Duration)
 }
 
 // Proxy is the request path. Create it with New.
@@ -50,6 +54,7 @@ type Proxy struct {
 	settings atomic.Pointer[Settings]
 	decider  Decider
 	observe  func(quota.Event)
+	upstream func(route string, status int, took time.Duration)
 	logf     func(format string, args ...any)
 	now      func() time.Time
 	handler  http.Handler
@@ -60,7 +65,7 @@ func New(up *url.URL, d Decider, s *Settings, o *Options) *Proxy {
 	if o == nil {
 		o = &Options{}
 	}
-	p := &Proxy{decider: d, observe: o.Observe, logf: o.Logf, now: o.Now}
+	p := &Proxy{decider: d, observe: o.Observe, upstream: o.Upstream, logf: o.Logf, now: o.Now}
 	if p.logf == nil {
 		p.logf = log.Printf
 	}
@@ -135,6 +140,7 @@ func (p *Proxy) rewrite(up *url.URL) func(*httputil.ProxyRequest) {
 				h["X-Forwarded-For"] = prior
 			}
 		}
+		x.forwarded = time.Now()
 		pr.SetURL(up)
 		pr.SetXForwarded()
 		if x.peer.trusted && pr.In.Header.Get("X-Forwarded-Proto") != "" {
@@ -159,11 +165,24 @@ func setIf(h http.Header, k, v string) {
 // upstream did not succeed.
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	x := exchangeFrom(resp.Request.Context())
+	p.answered(x, resp.StatusCode)
 	setHeaders(resp.Header, x)
 	if resp.StatusCode >= 400 {
 		p.refund(resp.Request.Context(), x)
 	}
 	return nil
+}
+
+// answered tells Options.Upstream how the upstream answered.
+func (p *Proxy) answered(x *exchange, status int) {
+	if p.upstream == nil {
+		return
+	}
+	route := ""
+	if x.route != nil {
+		route = x.route.Name
+	}
+	p.upstream(route, status, time.Since(x.forwarded))
 }
 
 // upstreamError answers 502 or 504 when the upstream cannot be reached
@@ -179,9 +198,11 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		p.answered(x, http.StatusGatewayTimeout)
 		p.fail(w, r, http.StatusGatewayTimeout, "upstream_timeout", "the upstream did not answer in time", err)
 		return
 	}
+	p.answered(x, http.StatusBadGateway)
 	p.fail(w, r, http.StatusBadGateway, "upstream_unavailable", "the upstream is unreachable", err)
 }
 

@@ -567,12 +567,12 @@ func TestObserve(t *testing.T) {
 		shadow                bool
 	}
 	var got []brief
-	for _, e := range events {
+	for i, e := range events {
 		b := brief{outcome: e.Outcome.String(), route: e.Route}
 		if e.Violated != nil {
 			b.limit, b.shadow = e.Violated.Name, e.Violated.Shadow
 		}
-		if e.Subject != "key:k1" || e.User != "alice" || e.Method != "GET" || e.Time.IsZero() {
+		if i < 4 && (e.Subject != "key:k1" || e.User != "alice" || e.Method != "GET" || e.Time.IsZero()) {
 			t.Errorf("event %+v lacks the request's identity", e)
 		}
 		got = append(got, b)
@@ -582,8 +582,37 @@ func TestObserve(t *testing.T) {
 		{"rate_limited", "", "free-1s", false},
 		{"quota_exceeded", "", "free-daily", false},
 		{"allowed", "", "free-1s", true},
+		{"exempt", "health", "", false},
+		{"unauthorized", "", "", false},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("events:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestUpstreamHook(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	hook := func(route string, status int, took time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, fmt.Sprintf("%s %d", route, status))
+		if took <= 0 {
+			t.Errorf("took = %v", took)
+		}
+	}
+	up := httptest.NewServer(&upstreamRecorder{})
+	u, _ := url.Parse(up.URL)
+	p := New(u, &fakeDecider{decide: allowAll}, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{Upstream: hook, Logf: t.Logf})
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	get(t, srv.URL+"/confirm", nil)
+	get(t, srv.URL+"/fail", nil)
+	up.Close()
+	get(t, srv.URL+"/x", nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"confirm 200", " 500", " 502"}; !slices.Equal(got, want) {
+		t.Errorf("upstream hook saw %q, want %q", got, want)
 	}
 }

@@ -12,9 +12,18 @@ const (
 	RateLimited
 	// QuotaExceeded requests were refused by a calendar quota.
 	QuotaExceeded
+	// Unavailable requests were refused because the limiter could not
+	// decide (failure mode closed).
+	Unavailable
+	// Unauthorized requests carried an unknown or malformed key, or no
+	// credentials where they are required.
+	Unauthorized
+	// Exempt requests went to an exempt route, unlimited and uncounted.
+	Exempt
 )
 
-// String returns "allowed", "rate_limited" or "quota_exceeded".
+// String returns "allowed", "rate_limited", "quota_exceeded",
+// "limiter_unavailable", "unauthorized" or "exempt".
 func (o Outcome) String() string {
 	switch o {
 	case Allowed:
@@ -23,14 +32,24 @@ func (o Outcome) String() string {
 		return "rate_limited"
 	case QuotaExceeded:
 		return "quota_exceeded"
+	case Unavailable:
+		return "limiter_unavailable"
+	case Unauthorized:
+		return "unauthorized"
+	case Exempt:
+		return "exempt"
 	}
 	return "unknown"
 }
 
-// Event is the outcome of one limited request, reported by the proxy off
-// its response path for violations, per-minute roll-ups and live views.
+// Event is the outcome of one request, reported by the proxy as it is
+// decided, for violations, per-minute roll-ups, metrics and live views.
+// The Journal keeps Allowed, RateLimited and QuotaExceeded events.
 type Event struct {
-	Time    time.Time
+	Time time.Time
+	// Latency is how long the limiter took to decide (zero when it was
+	// not asked).
+	Latency time.Duration
 	Subject string // "key:acme-prod", "user:alice", "ip:203.0.113.7"
 	KeyID   string
 	User    string
