@@ -1,8 +1,11 @@
 // Command benchserver is the load test's other half: a minimal upstream,
-// and a bare httputil.ReverseProxy to measure gaia-proxy against.
+// a bare httputil.ReverseProxy to measure gaia-proxy against, and the
+// same proxy with one github.com/go-redis/redis_rate check per request:
+// the hand-rolled Go proxy with a Redis limiter.
 //
 //	benchserver upstream -listen 127.0.0.1:9101
 //	benchserver bare -listen 127.0.0.1:9102 -upstream http://127.0.0.1:9101
+//	benchserver redisrate -listen 127.0.0.1:9105 -upstream http://127.0.0.1:9101 -redis redis://127.0.0.1:6379/0
 package main
 
 import (
@@ -18,6 +21,9 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
 )
 
 func main() {
@@ -27,7 +33,8 @@ func main() {
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address")
-	upstream := fs.String("upstream", "", "upstream URL (bare)")
+	upstream := fs.String("upstream", "", "upstream URL (bare, redisrate)")
+	redisURL := fs.String("redis", "redis://127.0.0.1:6379/0", "Redis URL (redisrate)")
 	fs.Parse(os.Args[2:])
 
 	var h http.Handler
@@ -38,10 +45,10 @@ func main() {
 			w.Header().Set("Content-Type", "text/plain")
 			io.WriteString(w, "ok\n")
 		})
-	case "bare":
+	case "bare", "redisrate":
 		up, err := url.Parse(*upstream)
 		if err != nil || up.Host == "" {
-			log.Fatalf("bare: -upstream %q: want http://host:port", *upstream)
+			log.Fatalf("%s: -upstream %q: want http://host:port", os.Args[1], *upstream)
 		}
 		// The same transport tuning gaia-proxy uses, so the comparison
 		// measures gaia-proxy's own work.
@@ -54,6 +61,9 @@ func main() {
 			Transport: t,
 			// wrk cuts connections mid-request when a round ends.
 			ErrorLog: log.New(io.Discard, "", 0),
+		}
+		if os.Args[1] == "redisrate" {
+			h = withRedisRate(h, *redisURL)
 		}
 	default:
 		log.Fatalf("unknown mode %q", os.Args[1])
@@ -68,4 +78,27 @@ func main() {
 	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
 		log.Fatal(err)
 	}
+}
+
+// withRedisRate checks one redis_rate limit per request, keyed by the
+// X-User-ID header, before proxying: one EVALSHA round trip each.
+func withRedisRate(next http.Handler, redisURL string) http.Handler {
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		log.Fatalf("redisrate: -redis: %v", err)
+	}
+	lim := redis_rate.NewLimiter(redis.NewClient(opt))
+	limit := redis_rate.PerSecond(1_000_000_000)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res, err := lim.Allow(r.Context(), "bench:rr:"+r.Header.Get("X-User-ID"), limit)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if res.Allowed == 0 {
+			http.Error(w, "rate limited", http.StatusTooManyRequests)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
