@@ -93,6 +93,13 @@ func (b bounded) Refund(ctx context.Context, counters []Counter, cost int64) ([]
 	return v, b.explain(ctx, err)
 }
 
+func (b bounded) Reset(ctx context.Context, limits []Limit) ([]CounterValue, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	v, err := b.Store.Reset(ctx, limits)
+	return v, b.explain(ctx, err)
+}
+
 // explain says that err is a timeout when the deadline of ctx passed.
 func (b bounded) explain(ctx context.Context, err error) error {
 	if err != nil && ctx.Err() == context.DeadlineExceeded {

@@ -23,6 +23,7 @@ type fake struct {
 	decide func(ctx context.Context, limits []limiter.Limit, cost int64) (limiter.Decision, error)
 	seed   func(ctx context.Context, values []limiter.CounterValue) error
 	refund func(ctx context.Context, counters []limiter.Counter, cost int64) ([]limiter.CounterValue, error)
+	reset  func(ctx context.Context, limits []limiter.Limit) ([]limiter.CounterValue, error)
 
 	decides, refunds atomic.Int64
 }
@@ -39,6 +40,10 @@ func (f *fake) Seed(ctx context.Context, values []limiter.CounterValue) error {
 func (f *fake) Refund(ctx context.Context, counters []limiter.Counter, cost int64) ([]limiter.CounterValue, error) {
 	f.refunds.Add(1)
 	return f.refund(ctx, counters, cost)
+}
+
+func (f *fake) Reset(ctx context.Context, limits []limiter.Limit) ([]limiter.CounterValue, error) {
+	return f.reset(ctx, limits)
 }
 
 // switchable returns a fake deciding with a memstore, that fails every
@@ -64,6 +69,12 @@ func switchable(now func() time.Time, down *atomic.Bool) *fake {
 			}
 			return ms.Refund(ctx, counters, cost)
 		},
+		reset: func(ctx context.Context, limits []limiter.Limit) ([]limiter.CounterValue, error) {
+			if down.Load() {
+				return nil, errDown
+			}
+			return ms.Reset(ctx, limits)
+		},
 	}
 }
 
@@ -75,6 +86,7 @@ func failing(err error) *fake {
 		},
 		seed:   func(context.Context, []limiter.CounterValue) error { return err },
 		refund: func(context.Context, []limiter.Counter, int64) ([]limiter.CounterValue, error) { return nil, err },
+		reset:  func(context.Context, []limiter.Limit) ([]limiter.CounterValue, error) { return nil, err },
 	}
 }
 

@@ -339,3 +339,31 @@ func (l *Limiter) Refund(ctx context.Context, d *Decision, cost int64) error {
 	}
 	return nil
 }
+
+// Reset clears the rate windows and zeroes the quota usage of limits
+// (an admin's reset of a subject), and records the zeroed quota counters
+// in the ledger. Quota counters the store lacks are seeded from the
+// ledger first, as Decide does, so the zero outranks the ledger's value.
+// It goes to the store that decides now: the primary, or while the
+// breaker is open the local fallback, and fails with ErrUnavailable in
+// the other failure modes.
+func (l *Limiter) Reset(ctx context.Context, limits []Limit) error {
+	s := l.store
+	if l.br.open.Load() {
+		if l.mode != FailureLocal {
+			return fmt.Errorf("limiter: reset: %w: %s is down", ErrUnavailable, l.name)
+		}
+		s = l.br.local()
+	}
+	if _, err := l.decide(ctx, s, limits, 0); err != nil { // seeds missing quota counters
+		return fmt.Errorf("limiter: reset: %w", err)
+	}
+	values, err := s.Reset(ctx, limits)
+	if err != nil {
+		return fmt.Errorf("limiter: reset: %w", err)
+	}
+	if l.ledger != nil && len(values) > 0 {
+		l.ledger.Record(values)
+	}
+	return nil
+}

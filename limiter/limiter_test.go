@@ -99,3 +99,40 @@ func TestLimiterWithoutLedger(t *testing.T) {
 		t.Errorf("second: allowed=%v, %v, want refused", d.Allowed, err)
 	}
 }
+
+// TestLimiterReset: a counter the store does not hold is seeded from the
+// ledger before it is zeroed, so the zero outranks the ledger's value.
+func TestLimiterReset(t *testing.T) {
+	led := &ledger{load: func(cs []limiter.Counter) ([]limiter.CounterValue, error) {
+		v := make([]limiter.CounterValue, len(cs))
+		for i := range v {
+			v[i] = limiter.CounterValue{Used: 7, Seq: 30}
+		}
+		return v, nil
+	}}
+	lim := limiter.New(memstore.New(func() time.Time { return now }), &limiter.Options{Ledger: led})
+	limits := []limiter.Limit{
+		{Name: "r", Key: "{user:a}r", Limit: 2, Window: time.Minute},
+		{Name: "q", Key: "{user:a}q", Limit: 10, Period: daily},
+	}
+	if err := lim.Reset(t.Context(), limits); err != nil {
+		t.Fatal(err)
+	}
+	start, _ := daily.Bounds(now)
+	want := []limiter.CounterValue{{Counter: limiter.Counter{Key: "{user:a}q", Start: start}, Used: 0, Seq: 31}}
+	if !slices.Equal(led.recorded, want) {
+		t.Errorf("recorded %+v, want %+v", led.recorded, want)
+	}
+	for range 2 {
+		if d, err := lim.Decide(t.Context(), limits, 1); err != nil || !d.Allowed {
+			t.Fatalf("decide: allowed=%v, %v", d.Allowed, err)
+		}
+	}
+	if err := lim.Reset(t.Context(), limits); err != nil {
+		t.Fatal(err)
+	}
+	d, err := lim.Decide(t.Context(), limits, 0)
+	if err != nil || d.Statuses[0].Used != 0 || d.Statuses[1].Used != 0 || d.Statuses[1].Seq != 34 {
+		t.Errorf("after the second Reset: %+v, %v, want rate and quota at 0, quota seq 34", d.Statuses, err)
+	}
+}

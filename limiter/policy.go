@@ -137,6 +137,7 @@ type Policy struct {
 	plans  map[string]*Plan
 	users  map[string]*User
 	keys   map[[sha256.Size]byte]*Key
+	keyIDs map[string]*Key
 	routes []route
 	rules  map[string]*Rule
 }
@@ -152,11 +153,12 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		cfg.AnonymousPlan = "anonymous"
 	}
 	p := &Policy{
-		cfg:   cfg,
-		plans: make(map[string]*Plan, len(cfg.Plans)),
-		users: make(map[string]*User, len(cfg.Users)),
-		keys:  make(map[[sha256.Size]byte]*Key, len(cfg.Keys)),
-		rules: make(map[string]*Rule, len(cfg.Rules)),
+		cfg:    cfg,
+		plans:  make(map[string]*Plan, len(cfg.Plans)),
+		users:  make(map[string]*User, len(cfg.Users)),
+		keys:   make(map[[sha256.Size]byte]*Key, len(cfg.Keys)),
+		keyIDs: make(map[string]*Key, len(cfg.Keys)),
+		rules:  make(map[string]*Rule, len(cfg.Rules)),
 	}
 	for i := range cfg.Plans {
 		p.plans[strings.ToLower(cfg.Plans[i].Name)] = &cfg.Plans[i]
@@ -175,13 +177,12 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		}
 		p.users[strings.ToLower(u.ID)] = u
 	}
-	ids := make(map[string]bool, len(cfg.Keys))
 	for i := range cfg.Keys {
 		k := &cfg.Keys[i]
-		if ids[k.ID] {
+		if _, dup := p.keyIDs[k.ID]; dup {
 			return nil, fmt.Errorf("key %q: id used twice", k.ID)
 		}
-		ids[k.ID] = true
+		p.keyIDs[k.ID] = k
 		if _, dup := p.keys[k.Hash]; dup {
 			return nil, fmt.Errorf("key %q: same secret as another key", k.ID)
 		}
@@ -268,11 +269,25 @@ func (p *Policy) LookupKey(sum [sha256.Size]byte) (Subject, bool) {
 	if !ok || subtle.ConstantTimeCompare(k.Hash[:], sum[:]) != 1 {
 		return Subject{}, false
 	}
+	return p.keySubject(k), true
+}
+
+// KeyByID returns the subject of the key with id, as LookupKey would for
+// its secret, for the admin API.
+func (p *Policy) KeyByID(id string) (Subject, bool) {
+	k, ok := p.keyIDs[id]
+	if !ok {
+		return Subject{}, false
+	}
+	return p.keySubject(k), true
+}
+
+func (p *Policy) keySubject(k *Key) Subject {
 	plan := k.Plan
 	if plan == "" {
 		plan = p.userPlan(k.User)
 	}
-	return Subject{ID: "key:" + k.ID, KeyID: k.ID, User: k.User, Plan: plan, key: k}, true
+	return Subject{ID: "key:" + k.ID, KeyID: k.ID, User: k.User, Plan: plan, key: k}
 }
 
 // ForUser returns the subject of a user known from a trusted header.

@@ -366,6 +366,26 @@ func TestLookupKey(t *testing.T) {
 	}
 }
 
+func TestKeyByID(t *testing.T) {
+	p := newPolicy(t)
+	for _, secret := range []string{"test", "plain-text-key", "loner-secret", "dave-1"} {
+		want := key(t, p, secret)
+		got, ok := p.KeyByID(want.KeyID)
+		if !ok || got != want {
+			t.Errorf("KeyByID(%q) = %+v, %v, want %+v (as LookupKey)", want.KeyID, got, ok, want)
+		}
+		// The same limits, key-specific ones included.
+		if g, w := brief(p.Limits(nil, got, nil, now)), brief(p.Limits(nil, want, nil, now)); g != w {
+			t.Errorf("limits of KeyByID(%q) = %s, want %s", want.KeyID, g, w)
+		}
+	}
+	for _, id := range []string{"", "nope", "ACME-PROD", "test"} {
+		if s, ok := p.KeyByID(id); ok {
+			t.Errorf("KeyByID(%q) = %+v, want not found", id, s)
+		}
+	}
+}
+
 func TestSubjects(t *testing.T) {
 	p := newPolicy(t)
 	if s := p.ForUser("alice"); s.ID != "user:alice" || s.User != "alice" || s.Plan != "pro" || s.KeyID != "" {

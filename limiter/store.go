@@ -40,6 +40,14 @@ type Store interface {
 	// holds (period over, evicted) are skipped, and a counter listed twice
 	// is refunded once.
 	Refund(ctx context.Context, counters []Counter, cost int64) ([]CounterValue, error)
+
+	// Reset clears the rate windows of limits, and sets the usage of
+	// their Quota counters (of the period holding now) to zero with Seq
+	// one higher, so that a ledger keeping the highest Seq takes the
+	// zero; it returns those counters' new values. Quota counters the
+	// store does not hold are skipped: the Limiter seeds them first. A
+	// counter named twice is reset once.
+	Reset(ctx context.Context, limits []Limit) ([]CounterValue, error)
 }
 
 // Counter names one Quota counter: a limit's Key in the period that

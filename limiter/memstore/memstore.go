@@ -33,7 +33,8 @@
 //
 // A Quota is a counter per (Key, period start), the period coming from
 // Limit.Period.Bounds(now). A counter the store does not hold is Missing
-// until Seed sets it. Seq grows by one with every charge and refund.
+// until Seed sets it. Seq grows by one with every charge, refund and
+// reset.
 // Reset and RetryAfter are the time until the period ends.
 //
 // # Decisions
@@ -66,6 +67,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"math/bits"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -495,6 +497,36 @@ func (s *Store) Refund(_ context.Context, counters []limiter.Counter, cost int64
 		e.seq++
 		e.last = nowNs
 		values = append(values, limiter.CounterValue{Counter: c, Used: e.used, Seq: e.seq})
+	}
+	s.unlock(mask)
+	return values, nil
+}
+
+// Reset implements limiter.Store: rate windows are dropped, held quota
+// counters of the current period set to zero.
+func (s *Store) Reset(_ context.Context, limits []limiter.Limit) ([]limiter.CounterValue, error) {
+	now := s.now()
+	nowNs := now.UnixNano()
+	var mask uint64
+	for i := range limits {
+		mask |= 1 << s.shardOf(limits[i].Key)
+	}
+	var values []limiter.CounterValue
+	s.lock(mask)
+	for _, l := range limits {
+		sh := &s.shards[s.shardOf(l.Key)]
+		if l.Period == nil {
+			delete(sh.rates, rateKey{key: l.Key, width: limiter.BucketWidth(l.Window).Microseconds()})
+			continue
+		}
+		start, _ := l.Period.Bounds(now)
+		c := sh.quotas[quotaKey{key: l.Key, start: start.UnixNano()}]
+		if c == nil || slices.ContainsFunc(values, func(v limiter.CounterValue) bool { return v.Key == l.Key && v.Start.Equal(start) }) {
+			continue
+		}
+		c.used, c.last = 0, nowNs
+		c.seq++
+		values = append(values, limiter.CounterValue{Counter: limiter.Counter{Key: l.Key, Start: start}, Seq: c.seq})
 	}
 	s.unlock(mask)
 	return values, nil

@@ -46,7 +46,7 @@ func testPropertyAnyInterval(e *env) {
 	for i, set := range sets {
 		rng := rand.New(rand.NewPCG(uint64(i)+1, 0x6761_6961))
 		start := e.clock.Now().Add(time.Hour).Truncate(time.Second).UnixMicro()
-		reqs := arrivals(rng, start, set.limits, (600 * time.Second).Microseconds(), set.maxCost)
+		reqs := arrivals(rng, start, set.limits, int64(e.scale*float64((600*time.Second).Microseconds())), set.maxCost)
 		adm, err := simulate(e.ctx, e.store, e.clock, set.limits, reqs, true)
 		if err != nil {
 			e.Fatalf("%s: %v", set.name, err)
@@ -61,8 +61,9 @@ func testPropertyAnyInterval(e *env) {
 }
 
 // testPropertyUtilisation offers a request every 1 to 5ms for 210
-// windows and checks (b) that at least 95% of Limit is admitted per
-// window on average, besides (a) and (c).
+// windows (scaled by Options.Scale, at least 60) and checks (b) that at
+// least 95% of Limit is admitted per window on average, besides (a) and
+// (c).
 func testPropertyUtilisation(e *env) {
 	cases := []struct {
 		limit   limiter.Limit
@@ -72,7 +73,7 @@ func testPropertyUtilisation(e *env) {
 		{e.rate("u/7-1.3s", 7, 1300*time.Millisecond), 3},
 		{e.rate("u/20-1.000001s", 20, 1000001*time.Microsecond), 1},
 	}
-	const windows = 210
+	windows := max(int64(210*e.scale), 60)
 	for i, c := range cases {
 		rng := rand.New(rand.NewPCG(uint64(i)+11, 0x6761_6961))
 		w := c.limit.Window.Microseconds()

@@ -26,6 +26,24 @@ import (
 // Keys start with a hash tag holding t.Name() and a per-run nonce, so a
 // shared Redis (or Redis Cluster) is safe and needs no flushing.
 func Run(t *testing.T, newStore func(t *testing.T, clock *Clock) limiter.Store) {
+	RunWith(t, Options{}, newStore)
+}
+
+// Options tune Run for slower backends.
+type Options struct {
+	// Scale shortens the property tests, which make about 270,000
+	// decisions at scale 1, for a backend with a round trip per
+	// decision: 0.3 makes about 90,000. Every decision is still checked
+	// against the reference model, and utilisation is still measured
+	// over at least 60 windows. Zero means 1.
+	Scale float64
+}
+
+// RunWith is Run with options.
+func RunWith(t *testing.T, o Options, newStore func(t *testing.T, clock *Clock) limiter.Store) {
+	if o.Scale <= 0 {
+		o.Scale = 1
+	}
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
 	tests := []struct {
 		name string
@@ -43,6 +61,7 @@ func Run(t *testing.T, newStore func(t *testing.T, clock *Clock) limiter.Store) 
 		{"QuotaRollover", testQuotaRollover},
 		{"QuotaRolloverZone", testQuotaRolloverZone},
 		{"Refund", testRefund},
+		{"Reset", testReset},
 		{"StatusFields", testStatusFields},
 		{"RetryAfterIsExact", testRetryAfterIsExact},
 		{"Peek", testPeek},
@@ -61,6 +80,7 @@ func Run(t *testing.T, newStore func(t *testing.T, clock *Clock) limiter.Store) 
 				store: newStore(t, clock),
 				clock: clock,
 				tag:   "{" + run + "/" + t.Name() + "}",
+				scale: o.Scale,
 			})
 		})
 	}
@@ -73,6 +93,7 @@ type env struct {
 	store limiter.Store
 	clock *Clock
 	tag   string
+	scale float64 // of the property tests' length; see Options
 }
 
 // rate returns a rate limit on the counter name.
@@ -569,6 +590,43 @@ func testRefund(e *env) {
 	}
 	if d := e.allow(lim, 1); d.Statuses[1].Used != 1 {
 		e.Errorf("new period used = %d, want 1", d.Statuses[1].Used)
+	}
+}
+
+func testReset(e *env) {
+	q := e.quota("q", 10, hourly{})
+	again := q
+	again.Name = "q-again"
+	lim := []limiter.Limit{e.rate("r", 5, time.Second), q}
+	e.clock.Set(time.Date(2026, 3, 2, 10, 30, 0, 0, time.UTC))
+	e.allow(lim, 3)
+	d := e.allow(lim, 2)
+	e.refuse(lim, 1)
+	c := d.Statuses[1].Counter
+
+	values, err := e.store.Reset(e.ctx, append(lim, again))
+	if err != nil {
+		e.Fatal(err)
+	}
+	if len(values) != 1 || values[0].Key != c.Key || !values[0].Start.Equal(c.Start) || values[0].Used != 0 || values[0].Seq != 3 {
+		e.Errorf("Reset = %+v, want one value [{%v 0 3}] (the quota named twice, reset once)", values, c)
+	}
+	e.wantUsed(lim, 0, 0)
+	if d := e.allow(lim, 5); d.Statuses[1].Seq != 4 {
+		e.Errorf("after Reset: quota seq = %d, want 4", d.Statuses[1].Seq)
+	}
+
+	// A quota counter the store does not hold is skipped, and stays missing.
+	other := e.quota("other", 10, hourly{})
+	if values, err := e.store.Reset(e.ctx, []limiter.Limit{other}); err != nil || len(values) != 0 {
+		e.Errorf("Reset(unheld quota) = %v, %v, want none", values, err)
+	}
+	if d := e.raw([]limiter.Limit{other}, 0); len(d.Missing) != 1 {
+		e.Errorf("after Reset: unheld quota missing = %v, want [0]", d.Missing)
+	}
+	// Resetting what holds nothing is fine.
+	if _, err := e.store.Reset(e.ctx, []limiter.Limit{e.rate("never", 1, time.Minute)}); err != nil {
+		e.Errorf("Reset(unused rate limit): %v", err)
 	}
 }
 

@@ -43,6 +43,10 @@ func (f *fixedWindow) Refund(context.Context, []limiter.Counter, int64) ([]limit
 	return nil, nil
 }
 
+func (f *fixedWindow) Reset(context.Context, []limiter.Limit) ([]limiter.CounterValue, error) {
+	return nil, nil
+}
+
 // TestPropertyCatchesFixedWindow shows that the property test can fail:
 // the arrival patterns find the double burst of a fixed window.
 func TestPropertyCatchesFixedWindow(t *testing.T) {

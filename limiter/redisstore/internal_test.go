@@ -1,0 +1,510 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/limiter/memstore"
+	"github.com/gaia-proxy/gaia-proxy/limiter/storetest"
+)
+
+// hourly cuts time into UTC hours.
+type hourly struct{}
+
+func (hourly) Bounds(t time.Time) (start, end time.Time) {
+	start = t.UTC().Truncate(time.Hour)
+	return start, start.Add(time.Hour)
+}
+
+func (hourly) String() string { return "hourly" }
+
+// daily cuts time into UTC days.
+type daily struct{}
+
+func (daily) Bounds(t time.Time) (start, end time.Time) {
+	y, m, d := t.UTC().Date()
+	start = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+	return start, start.AddDate(0, 0, 1)
+}
+
+func (daily) String() string { return "daily" }
+
+// newLimiter returns a Limiter on s whose round trips have no time
+// bound: these tests check the store, not the failure modes.
+func newLimiter(s *Store) *limiter.Limiter {
+	return limiter.New(s, &limiter.Options{Timeout: -1})
+}
+
+// backend is a Redis the multi-slot tests run on: the single Redis with
+// every hash slot decided apart as in a cluster, or the real cluster.
+type backend struct {
+	name  string
+	rdb   func(t *testing.T) rediser
+	split bool
+}
+
+var backends = []backend{
+	{"redis-by-slot", func(t *testing.T) rediser { return testenv.Redis(t) }, true},
+	{"cluster", func(t *testing.T) rediser { return testenv.RedisCluster(t) }, false},
+}
+
+// newStore returns a store on b for t, reading time from now (nil: Redis).
+func (b backend) newStore(t *testing.T, now func() time.Time, o *Options) *Store {
+	t.Helper()
+	if o == nil {
+		o = &Options{}
+	}
+	o.Prefix, o.Now = testenv.Prefix(t), now
+	s := New(b.rdb(t), o)
+	if b.split {
+		s.bySlot = true
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestSlotsMatchMemstore drives a store whose limits live in three slots
+// (two users and a global limit) with random sequential requests, and
+// checks every decision against memstore's: reserving in each slot and
+// undoing on refusal must give exactly the single-store semantics.
+func TestSlotsMatchMemstore(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			clock := storetest.NewClock(storetest.Start)
+			s := b.newStore(t, clock.Now, nil)
+			ref := memstore.New(clock.Now)
+			tag := strconv.FormatInt(time.Now().UnixNano(), 36)
+			rate := func(k, name string, limit int64, w time.Duration) limiter.Limit {
+				return limiter.Limit{Name: name, Key: "{" + k + tag + "}" + name, Limit: limit, Window: w}
+			}
+			quota := func(k, name string, limit int64) limiter.Limit {
+				return limiter.Limit{Name: name, Key: "{" + k + tag + "}" + name, Limit: limit, Period: hourly{}}
+			}
+			pool := []limiter.Limit{
+				rate("a", "a/r1s", 5, time.Second),
+				rate("a", "a/r10s", 20, 10*time.Second),
+				quota("a", "a/q", 60),
+				rate("b", "b/r1s", 4, time.Second),
+				quota("b", "b/q", 40),
+				rate("g", "g/r1s", 8, time.Second),
+				quota("g", "g/q", 200),
+			}
+			shadowA := rate("a", "a/shadow", 3, time.Second)
+			shadowA.Shadow = true
+			shadowG := rate("g", "g/shadow", 6, time.Second)
+			shadowG.Shadow = true
+			strictA := pool[0] // the same counter as a/r1s, stricter
+			strictA.Name, strictA.Limit = "a/r1s-strict", 4
+			pool = append(pool, shadowA, shadowG, strictA)
+			for i := range pool {
+				if pool[i].Key[1] == 'g' {
+					pool[i].PerRequest = true // a route's global limits count requests
+				}
+			}
+
+			rng := rand.New(rand.NewPCG(7, 11))
+			ctx := t.Context()
+			var allowed, refused, missing int
+			for n := range 2500 {
+				clock.Advance(time.Duration(rng.IntN(60_000)) * time.Microsecond)
+				var lim []limiter.Limit
+				for _, i := range rng.Perm(len(pool))[:1+rng.IntN(len(pool))] {
+					lim = append(lim, pool[i])
+				}
+				cost := int64(rng.IntN(4))
+				got, err := s.Decide(ctx, lim, cost)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, _ := ref.Decide(ctx, lim, cost)
+				if err := sameDecision(got, want); err != nil {
+					t.Fatalf("request %d (cost %d at +%v): %v", n, cost, clock.Now().Sub(storetest.Start), err)
+				}
+				switch {
+				case len(want.Missing) > 0:
+					missing++
+					var values []limiter.CounterValue
+					for _, i := range want.Missing {
+						values = append(values, limiter.CounterValue{Counter: want.Statuses[i].Counter, Used: int64(rng.IntN(5)), Seq: 3})
+					}
+					if err := s.Seed(ctx, values); err != nil {
+						t.Fatal(err)
+					}
+					ref.Seed(ctx, values)
+				case want.Allowed:
+					allowed++
+				default:
+					refused++
+				}
+			}
+			t.Logf("%d allowed, %d refused, %d missing; %+v", allowed, refused, missing, s.Stats())
+			if allowed == 0 || refused == 0 || s.Stats().Undone == 0 {
+				t.Errorf("the requests did not exercise reservations and undos: %d allowed, %d refused, %+v", allowed, refused, s.Stats())
+			}
+		})
+	}
+}
+
+// sameDecision reports how got differs from want.
+func sameDecision(got, want limiter.Decision) error {
+	if got.Allowed != want.Allowed || fmt.Sprint(got.Missing) != fmt.Sprint(want.Missing) {
+		return fmt.Errorf("allowed=%v missing=%v, want %v %v", got.Allowed, got.Missing, want.Allowed, want.Missing)
+	}
+	for i := range want.Statuses {
+		g, w := got.Statuses[i], want.Statuses[i]
+		if g.Used != w.Used || g.Remaining != w.Remaining || g.Reset != w.Reset || g.Exceeded != w.Exceeded ||
+			g.Charged != w.Charged || g.RetryAfter != w.RetryAfter || g.Seq != w.Seq ||
+			g.Counter.Key != w.Counter.Key || !g.Counter.Start.Equal(w.Counter.Start) {
+			return fmt.Errorf("%s: got %+v\n\twant %+v", w.Limit.Name, g, w)
+		}
+	}
+	return nil
+}
+
+// TestSlotsConcurrent hammers requests whose limits live in three slots
+// (the key's own limit, its user's quota, a global limit) from many
+// goroutines, and checks that no limit ever admits more than it allows,
+// that the counters hold exactly what was admitted (every reservation
+// undone), and that the transient under-admission is small.
+func TestSlotsConcurrent(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			clock := storetest.NewClock(storetest.Start) // frozen: nothing leaves a window
+			s := b.newStore(t, clock.Now, nil)
+			lim := newLimiter(s)
+			const (
+				users, perUserRate, perUserQuota, global = 8, 30, 20, 100
+				goroutines, each                         = 32, 60
+			)
+			tag := strconv.FormatInt(time.Now().UnixNano(), 36)
+			limits := func(u int) []limiter.Limit {
+				id := "u" + strconv.Itoa(u) + tag
+				return []limiter.Limit{
+					{Name: "key-1h", Key: "{user:" + id + "}key:" + id + "/r1h", Limit: perUserRate, Window: time.Hour},
+					{Name: "user-hourly", Key: "{user:" + id + "}user:" + id + "/qhourly", Limit: perUserQuota, Period: hourly{}},
+					{Name: "global-1h", Key: "{global" + tag + "}global/route:search/r1h", Limit: global, Window: time.Hour, PerRequest: true},
+				}
+			}
+			if b.rdb != nil && !b.split {
+				if slot(s.prefix+limits(0)[0].Key) == slot(s.prefix+limits(0)[2].Key) {
+					t.Fatal("the user's and the global limits share a slot; pick other names")
+				}
+			}
+			var (
+				mu       sync.Mutex
+				admitted [users]int
+				total    int
+				wg       sync.WaitGroup
+			)
+			ctx := t.Context()
+			for g := range goroutines {
+				wg.Go(func() {
+					rng := rand.New(rand.NewPCG(uint64(g), 3))
+					for range each {
+						u := rng.IntN(users)
+						d, err := lim.Decide(ctx, limits(u), 1)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if d.Allowed {
+							mu.Lock()
+							admitted[u]++
+							total++
+							mu.Unlock()
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if total > global {
+				t.Errorf("%d admitted, the global limit is %d", total, global)
+			}
+			for u, n := range admitted {
+				if n > perUserQuota {
+					t.Errorf("user %d: %d admitted, its quota is %d", u, n, perUserQuota)
+				}
+				// The counters hold exactly what was admitted: every
+				// reservation of a refused request was undone.
+				d, err := lim.Decide(ctx, limits(u), 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, st := range d.Statuses {
+					want := int64(n)
+					if st.Limit.Name == "global-1h" {
+						want = int64(total)
+					}
+					if st.Used != want {
+						t.Errorf("user %d, %s: used = %d after the hammer, want %d (admitted)", u, st.Limit.Name, st.Used, want)
+					}
+				}
+			}
+			// Whatever the hammer left unused, sequential requests take.
+			concurrent := total
+			for progress := true; progress; {
+				progress = false
+				for u := range users {
+					if d, err := lim.Decide(ctx, limits(u), 1); err != nil {
+						t.Fatal(err)
+					} else if d.Allowed {
+						admitted[u]++
+						total++
+						progress = true
+					}
+				}
+			}
+			if total != global {
+				t.Errorf("%d admitted in the end, want the global limit %d", total, global)
+			}
+			under := total - concurrent
+			t.Logf("%d goroutines × %d requests: %d admitted concurrently, %d more afterwards (transient under-admission); %+v",
+				goroutines, each, concurrent, under, s.Stats())
+			if under > global/10 {
+				t.Errorf("under-admission %d of %d, want at most 10%%", under, global)
+			}
+		})
+	}
+}
+
+// TestNoScript checks that a Redis that does not know the script (a new
+// server, SCRIPT FLUSH, a failover) gets it loaded again, alone or in a
+// pipeline. The store uses a script of its own, unknown to the server,
+// so the shared server's script cache is left alone.
+func TestNoScript(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			for _, callers := range []int{1, 32} {
+				s := b.newStore(t, nil, &Options{Workers: 1})
+				s.script = newScript(storeScript.src + "\n-- " + testenv.Prefix(t) + strconv.Itoa(callers) + "\n")
+				var wg sync.WaitGroup
+				for i := range callers {
+					wg.Go(func() {
+						l := []limiter.Limit{{Name: "r", Key: "{noscript" + strconv.Itoa(i) + "}r", Limit: 5, Window: time.Second}}
+						d, err := s.Decide(t.Context(), l, 1)
+						if err != nil || !d.Allowed || d.Statuses[0].Used != 1 {
+							t.Errorf("Decide = %v, %v, want allowed, used 1", d, err)
+						}
+					})
+				}
+				wg.Wait()
+				if st := s.Stats(); st.ScriptLoads < 1 {
+					t.Errorf("%d callers: %d script loads, want at least 1", callers, st.ScriptLoads)
+				}
+			}
+		})
+	}
+}
+
+// TestTTL checks that counters expire by themselves: a rate counter just
+// after its window, a quota counter just after its period.
+func TestTTL(t *testing.T) {
+	rdb := testenv.Redis(t)
+	s := New(rdb, &Options{Prefix: testenv.Prefix(t)})
+	t.Cleanup(func() { s.Close() })
+	lim := []limiter.Limit{
+		{Name: "r", Key: "{ttl}key:k/r1s", Limit: 10, Window: time.Second},
+		{Name: "q", Key: "{ttl}user:u/qdaily", Limit: 10, Period: daily{}},
+	}
+	d, err := newLimiter(s).Decide(t.Context(), lim, 1)
+	if err != nil || !d.Allowed {
+		t.Fatalf("Decide = %v, %v", d, err)
+	}
+	ctx := t.Context()
+	g := limiter.BucketWidth(time.Second)
+	rttl := rdb.PTTL(ctx, s.rateKey(lim[0].Key, g.Microseconds())).Val()
+	// Units leave the window (Buckets, Buckets+1] bucket widths after now,
+	// and the counter lives a second more.
+	if hi := time.Duration(limiter.Buckets+1)*g + rateSlack; rttl <= rateSlack || rttl > hi {
+		t.Errorf("rate counter TTL = %v, want in (%v, %v]", rttl, rateSlack, hi)
+	}
+	c := d.Statuses[1].Counter
+	_, end := daily{}.Bounds(c.Start)
+	qttl := rdb.PTTL(ctx, s.quotaKey(c.Key, c.Start)).Val()
+	if hi := time.Until(end) + quotaSlack + time.Second; qttl <= quotaSlack || qttl > hi {
+		t.Errorf("quota counter TTL = %v, want in (%v, %v]", qttl, quotaSlack, hi)
+	}
+	t.Logf("rate counter TTL %v, quota counter TTL %v", rttl, qttl)
+}
+
+// TestMemoryPerSubject measures, with MEMORY USAGE, what a subject with
+// three rate windows and a daily quota costs Redis: after one request,
+// and with every window full (a request in each of its 51 buckets).
+func TestMemoryPerSubject(t *testing.T) {
+	rdb := testenv.Redis(t)
+	clock := storetest.NewClock(storetest.Start.Add(time.Hour))
+	s := New(rdb, &Options{Prefix: testenv.Prefix(t), Now: clock.Now})
+	t.Cleanup(func() { s.Close() })
+	lim := newLimiter(s)
+	ctx := t.Context()
+	subject := func(id string) []limiter.Limit {
+		tag := "{user:" + id + "}"
+		return []limiter.Limit{
+			{Name: "pro-1s", Key: tag + "key:" + id + "/r1s", Limit: 100, Window: time.Second},
+			{Name: "pro-1m", Key: tag + "key:" + id + "/r1m", Limit: 5000, Window: time.Minute},
+			{Name: "pro-1h", Key: tag + "key:" + id + "/r1h", Limit: 100000, Window: time.Hour},
+			{Name: "pro-daily", Key: tag + "user:" + id + "/qdaily", Limit: 1000000, Period: daily{}},
+		}
+	}
+	usage := func(l []limiter.Limit, d limiter.Decision) (total int64) {
+		for i, x := range l {
+			key := s.quotaKey(x.Key, d.Statuses[i].Counter.Start)
+			if x.Period == nil {
+				key = s.rateKey(x.Key, limiter.BucketWidth(x.Window).Microseconds())
+			}
+			n, err := rdb.MemoryUsage(ctx, key).Result()
+			if err != nil {
+				t.Fatalf("MEMORY USAGE %s: %v", key, err)
+			}
+			total += n
+		}
+		return total
+	}
+	decide := func(l []limiter.Limit) limiter.Decision {
+		d, err := lim.Decide(ctx, l, 1)
+		if err != nil || !d.Allowed {
+			t.Fatalf("Decide = %v, %v", d, err)
+		}
+		return d
+	}
+
+	one := subject("one")
+	light := usage(one, decide(one))
+
+	// One request per bucket of the hour window, then of the minute
+	// window, then of the second window: every window is full.
+	busy := subject("busy")
+	end := clock.Now()
+	var d limiter.Decision
+	for _, w := range []time.Duration{time.Hour, time.Minute, time.Second} {
+		g := limiter.BucketWidth(w)
+		for k := limiter.Buckets; k >= 1; k-- {
+			clock.Set(end.Add(-time.Duration(k) * g))
+			d = decide(busy)
+		}
+	}
+	clock.Set(end)
+	d = decide(busy)
+	full := usage(busy, d)
+	t.Logf("Redis memory per subject (3 rate windows + 1 quota, 4 keys): %d bytes after one request, %d bytes with every window full", light, full)
+	if light > 600 || full > 900 {
+		t.Errorf("memory per subject = %d, %d bytes, want at most 600, 900", light, full)
+	}
+}
+
+// TestBatching checks that concurrent decisions share round trips.
+func TestBatching(t *testing.T) {
+	rdb := testenv.Redis(t)
+	s := New(rdb, &Options{Prefix: testenv.Prefix(t), Workers: 1})
+	t.Cleanup(func() { s.Close() })
+	const callers, each = 64, 10
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Go(func() {
+			for i := range each {
+				l := []limiter.Limit{
+					{Name: "r", Key: "{batch" + strconv.Itoa(c) + "}r", Limit: 1000, Window: time.Minute},
+					{Name: "r2", Key: "{batch" + strconv.Itoa(c) + "}r2", Limit: 1000, Window: time.Second},
+				}
+				d, err := s.Decide(t.Context(), l, 1)
+				if err != nil || !d.Allowed || d.Statuses[0].Used != int64(i+1) {
+					t.Errorf("Decide = %v, %v, want allowed, used %d", d, err, i+1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := s.Stats()
+	t.Logf("%d decisions in %d round trips (%.1f per round trip)", st.Decisions, st.RoundTrips, float64(st.Decisions)/float64(st.RoundTrips))
+	if st.Decisions != callers*each || st.RoundTrips >= st.Decisions {
+		t.Errorf("%d decisions in %d round trips, want %d in fewer", st.Decisions, st.RoundTrips, callers*each)
+	}
+}
+
+// TestCallerLeaves checks that a caller whose ctx ends gets
+// ErrUnavailable with ctx's error, and that a charge already sent is
+// taken back.
+func TestCallerLeaves(t *testing.T) {
+	rdb := testenv.Redis(t)
+	s := New(rdb, &Options{Prefix: testenv.Prefix(t)})
+	l := []limiter.Limit{{Name: "r", Key: "{leave}r", Limit: 50, Window: time.Hour}}
+	counted := int64(0)
+	for range 20 {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		d, err := s.Decide(ctx, l, 1)
+		if err == nil {
+			if d.Allowed {
+				counted++ // delivered before the caller noticed: it counts, rightly
+			}
+			continue
+		}
+		if !errors.Is(err, limiter.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+			t.Errorf("Decide with a cancelled ctx = %v, want ErrUnavailable and context.Canceled", err)
+		}
+	}
+	s.Close() // waits for the undos
+	if _, err := s.Decide(t.Context(), l, 1); !errors.Is(err, limiter.ErrUnavailable) {
+		t.Errorf("Decide after Close = %v, want ErrUnavailable", err)
+	}
+	s = New(rdb, &Options{Prefix: s.prefix})
+	d, err := s.Decide(t.Context(), l, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Statuses[0].Used; got != counted {
+		t.Errorf("used = %d after 20 decisions whose callers left, want %d (those that returned a decision)", got, counted)
+	}
+	t.Logf("%d of 20 decisions returned before their caller left; %+v", counted, s.Stats())
+
+	// A result that arrives after its caller left is undone.
+	lim := append(l, limiter.Limit{Name: "q", Key: "{leave}q", Limit: 50, Period: hourly{}})
+	if _, err := newLimiter(s).Decide(t.Context(), lim, 0); err != nil { // seeds the quota
+		t.Fatal(err)
+	}
+	before, err := s.Decide(t.Context(), lim, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := []item{s.newItem(&lim[0], 3, time.Now()), s.newItem(&lim[1], 3, time.Now())}
+	sent := s.decideCall(lim, items, []int{0, 1}, 3)
+	s.exec([]*call{sent}, make([]*redis.Cmd, 1))
+	if sent.err != nil || replyFlag(sent.res) != 1 {
+		t.Fatalf("decide: %v, flag %d", sent.err, replyFlag(sent.res))
+	}
+	late := s.decideCall(lim, items, []int{0, 1}, 3)
+	late.abandon()
+	late.deliver(s, sent.res, nil)
+	s.Close() // waits for the undo
+	s = New(rdb, &Options{Prefix: s.prefix})
+	defer s.Close()
+	after, err := s.Decide(t.Context(), lim, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range lim {
+		b, a := before.Statuses[i], after.Statuses[i]
+		if a.Used != b.Used || a.Seq != b.Seq {
+			t.Errorf("%s after an undone charge: used=%d seq=%d, want %d %d as before", lim[i].Name, a.Used, a.Seq, b.Used, b.Seq)
+		}
+	}
+	if st := s.Stats(); st.Decisions == 0 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+var _ rediser = (*redis.Client)(nil)
+var _ rediser = (*redis.ClusterClient)(nil)

@@ -1,0 +1,817 @@
+// Package redisstore is the Redis backend of limiter.Store: many
+// gaia-proxy replicas share one Redis (or Redis Cluster), so every limit
+// is global across them, and exact.
+//
+// # Decisions
+//
+// A decision is made inside one Lua script (store.lua, called by EVALSHA
+// and loaded again on NOSCRIPT) that reads every counter of the request,
+// checks every limit, and charges them all only when every enforced limit
+// passes: the algorithm, the semantics and the Status numbers of
+// limiter/memstore, to the microsecond (limiter/storetest checks both
+// against one reference model). Numbers are integer microseconds, exact
+// in Lua's doubles. Time is the Redis server's TIME, the one clock all
+// replicas share; Options.Now replaces it, for tests only.
+//
+// # Data layout
+//
+// Keys are Options.Prefix, then the limit's Key (which starts with its
+// hash tag, "{user:alice}", so that Redis Cluster keeps a subject's
+// counters in one slot; a Key without a tag is wrapped in braces), then
+// the counter:
+//
+//	gaia:{user:alice}key:k1/r1s:g20000               rate counter, bucket width 20000µs
+//	gaia:{user:alice}user:alice/qdaily:p1772409600   quota counter, period start (Unix s)
+//
+// A rate counter is a string: the newest bucket number, the byte width
+// CW of counts, the total, and the counts of the buckets from the oldest
+// one holding units to the newest (at most limiter.Buckets+1). CW is 1,
+// 2, 4 or 8, the smallest that holds the total: 10+N bytes for a window
+// of N buckets whose total stays under 256. Its TTL ends one second after
+// its newest bucket leaves the window, so idle counters vanish by
+// themselves. A quota counter is a string of 24 bytes: used, seq and the
+// period end; its TTL ends a minute after the period (an hour past a
+// seeded counter until a decision sees it). Measured with MEMORY USAGE
+// on Redis 7.0 (TestMemoryPerSubject), a subject with three rate windows
+// and a daily quota takes 560 bytes after one request, 752 bytes with
+// every window full.
+//
+// Quota periods come from Limit.Period in local time; within a minute of
+// a boundary the neighbouring period is sent too, and the script picks
+// the one holding the Redis clock's now, so replicas whose clocks
+// disagree still agree on the period; Status.Counter names the period
+// chosen. A quota counter the store does not hold is reported in
+// Decision.Missing and nothing is charged: the Limiter seeds it from the
+// ledger and asks again. Seed sets counters only if absent, Refund
+// decrements counters still in their period and bumps their seq, Reset
+// deletes rate counters and zeroes quota counters.
+//
+// # Batching
+//
+// Calls go to Redis through a few worker goroutines (Options.Workers).
+// Each takes one pending call, waiting for it, then every other pending
+// call up to Options.MaxBatch without waiting, and sends them in one
+// round trip: the decisions of one slot (all of them, on a single Redis)
+// in one script call that decides them one after the other, each
+// atomically, reading every counter with one MGET and writing each
+// changed counter once. At low load a decision goes out at once, alone;
+// under load many share a round trip and a script call.
+//
+// A caller waits for its result with its ctx. When ctx ends first, it
+// gets ctx's error wrapped with limiter.ErrUnavailable at once; its call
+// is dropped if not sent yet, and if sent, its charges are taken back
+// when the result arrives. Should that undo fail, or should go-redis
+// retry a call whose reply was lost, a charge counts for a request that
+// was not admitted: limits then under-admit, never over-admit.
+//
+// # Redis Cluster
+//
+// With a *redis.ClusterClient, the limits of a request are grouped by
+// hash slot, and each group is decided by a script call on its slot, all
+// in one round trip. Usually a request has one group: its limits share
+// the subject's hash tag. A request that also names a limit in another
+// slot (a global route limit, "{global}...") reserves in every group:
+// each group checks and charges its own limits as if they were the whole
+// request. When every group passes, the request is admitted. When one
+// refuses (or misses a quota counter), the groups that charged are
+// undone: the units leave the bucket they were added to, and a quota's
+// usage and seq go back. A reservation holds from the moment it was
+// checked until it is undone, so two requests never both pass when only
+// one fits; the price is a transient under-admission: a concurrent
+// request that saw a reservation later undone may have been refused
+// although it would have fitted (TestSlotsConcurrent measures it).
+// Sequential decisions are exactly memstore's (TestSlotsMatchMemstore).
+// Shadow limits are approximate across slots under concurrency: each
+// group charges its shadow limits when its own shadow limits pass, and
+// those charges are undone when a shadow limit of another group would
+// have refused. An undone quota charge that another request's charge
+// followed bumps the seq instead of restoring it (a seq names one value),
+// and the ledger, which saw the later value, over-counts by it until the
+// counter's next charge.
+//
+// On a single Redis (*redis.Client), every limit of a request goes in one
+// script call, whatever its hash tags.
+package redisstore
+
+import (
+	"context"
+	"crypto/sha1"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+)
+
+const (
+	// DefaultPrefix is the key prefix of a zero Options.Prefix.
+	DefaultPrefix = "gaia:"
+
+	defaultWorkers  = 4
+	defaultMaxBatch = 64
+
+	// maxSkew is how close to a period boundary the local clock must be
+	// for the neighbouring period to be sent too.
+	maxSkew = time.Minute
+	// rateSlack and quotaSlack keep counters this long after they stop
+	// mattering. With Options.Now the fake clock is not the one Redis
+	// expires keys by, so the margins are wider.
+	rateSlack, rateSlackFake   = time.Second, 10 * time.Minute
+	quotaSlack, quotaSlackFake = time.Minute, time.Hour
+	// seedTTL is the TTL of a seeded quota counter until a decision sets
+	// its period end.
+	seedTTL = time.Hour
+	// undoTimeout bounds undoing charges in the background.
+	undoTimeout = 5 * time.Second
+)
+
+//go:embed store.lua
+var source string
+
+// storeScript is store.lua with SPAN set from limiter.Buckets.
+var storeScript = func() *script {
+	const line = "local SPAN = 51"
+	if !strings.Contains(source, line) {
+		panic("redisstore: store.lua lost its SPAN line")
+	}
+	src := strings.Replace(source, line, "local SPAN = "+strconv.Itoa(limiter.Buckets+1), 1)
+	return newScript(src)
+}()
+
+// script is a Lua script and its SHA-1, the name EVALSHA calls it by.
+type script struct {
+	src, sha string
+}
+
+func newScript(src string) *script {
+	h := sha1.Sum([]byte(src))
+	return &script{src: src, sha: hex.EncodeToString(h[:])}
+}
+
+// rediser lists the go-redis methods the store calls; *redis.Client and
+// *redis.ClusterClient have them.
+type rediser interface {
+	Pipeline() redis.Pipeliner
+	EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd
+	ScriptLoad(ctx context.Context, script string) *redis.StringCmd
+}
+
+// Options configure a Store. Nil or zero values mean the defaults.
+type Options struct {
+	// Prefix starts every key, before the limit Key's hash tag so that
+	// the tag still chooses the slot. Empty means DefaultPrefix. It must
+	// not contain "{" or "}".
+	Prefix string
+	// Now is for tests: it replaces the Redis clock with a fake one,
+	// passed to every script call. Nil means the script reads Redis TIME,
+	// the one clock all replicas share.
+	Now func() time.Time
+	// Logf receives operational logs. Nil means log.Printf.
+	Logf func(format string, args ...any)
+	// Workers is how many goroutines send calls to Redis, each one
+	// pipeline at a time. Zero means 4.
+	Workers int
+	// MaxBatch is the most calls (decisions, seeds, refunds) one round
+	// trip carries. Zero means 64.
+	MaxBatch int
+}
+
+// Store is a limiter.Store on Redis. Safe for concurrent use. Call Close
+// when done with it.
+type Store struct {
+	rdb      rediser
+	script   *script
+	prefix   string
+	now      func() time.Time
+	logf     func(format string, args ...any)
+	bySlot   bool // one script call per hash slot: Redis Cluster
+	maxBatch int
+
+	queue   chan *call
+	quit    chan struct{}
+	workers sync.WaitGroup
+
+	mu     sync.Mutex // guards closed, and bg.Add against bg.Wait
+	closed bool
+	bg     sync.WaitGroup // background undos
+
+	stats struct {
+		decisions, calls, roundTrips, undone, loads atomic.Int64
+	}
+}
+
+var _ limiter.Store = (*Store)(nil)
+
+// New returns a Store keeping its counters in rdb, a *redis.Client or a
+// *redis.ClusterClient, and starts its workers. A nil o means defaults.
+// New panics if o.Prefix contains a brace, which would change the slots
+// of keys.
+func New(rdb rediser, o *Options) *Store {
+	if o == nil {
+		o = &Options{}
+	}
+	s := &Store{
+		rdb:      rdb,
+		script:   storeScript,
+		prefix:   o.Prefix,
+		now:      o.Now,
+		logf:     o.Logf,
+		maxBatch: o.MaxBatch,
+		quit:     make(chan struct{}),
+	}
+	if s.prefix == "" {
+		s.prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(s.prefix, "{}") {
+		panic(fmt.Sprintf("redisstore: prefix %q contains a brace", s.prefix))
+	}
+	if s.logf == nil {
+		s.logf = log.Printf
+	}
+	if s.maxBatch <= 0 {
+		s.maxBatch = defaultMaxBatch
+	}
+	workers := o.Workers
+	if workers <= 0 {
+		workers = defaultWorkers
+	}
+	_, s.bySlot = rdb.(*redis.ClusterClient)
+	s.queue = make(chan *call, workers*s.maxBatch)
+	for range workers {
+		s.workers.Add(1)
+		go s.work()
+	}
+	return s
+}
+
+// Close stops the workers, once the calls they are sending are done, and
+// waits for background undos. Decisions after Close fail with
+// limiter.ErrUnavailable. It does not close the Redis client.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.quit)
+	s.workers.Wait()
+	s.bg.Wait()
+	return nil
+}
+
+// Stats counts what a Store did since New.
+type Stats struct {
+	// Decisions is the number of Decide calls sent to Redis.
+	Decisions int64
+	// Calls is the number of script calls sent. The decisions of one
+	// slot sent in one round trip share one; seeds, refunds, resets and
+	// undos have one each.
+	Calls int64
+	// RoundTrips is the number of pipelines sent; calls share them under
+	// load.
+	RoundTrips int64
+	// Undone is the number of script calls that took charges back:
+	// multi-slot refusals, shadow limits across slots, abandoned calls.
+	Undone int64
+	// ScriptLoads is the number of SCRIPT LOADs after a NOSCRIPT reply.
+	ScriptLoads int64
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	return Stats{
+		Decisions:   s.stats.decisions.Load(),
+		Calls:       s.stats.calls.Load(),
+		RoundTrips:  s.stats.roundTrips.Load(),
+		Undone:      s.stats.undone.Load(),
+		ScriptLoads: s.stats.loads.Load(),
+	}
+}
+
+var (
+	errNegativeCost = errors.New("redisstore: negative cost")
+	errClosed       = errors.New("redisstore: store closed")
+)
+
+// period is a candidate quota period.
+type period struct {
+	start, end time.Time
+	key        string
+}
+
+// item is one limit of a decision, bound to its counter's key(s).
+type item struct {
+	rate  bool
+	key   string // rate counter
+	width int64  // bucket width, µs
+	cand  [3]period
+	nc    int
+	cost  int64 // the request's cost, or 1 for PerRequest limits
+	slot  int
+}
+
+// base returns the key of l's counters without their suffix: Prefix and
+// Key, with braces around Key when it has no hash tag of its own, so
+// that all of l's counters share a slot.
+func (s *Store) base(key string) string {
+	if _, ok := hashTag(key); ok {
+		return s.prefix + key
+	}
+	return s.prefix + "{" + key + "}"
+}
+
+func (s *Store) rateKey(key string, width int64) string {
+	return s.base(key) + ":g" + strconv.FormatInt(width, 10)
+}
+
+func (s *Store) quotaKey(key string, start time.Time) string {
+	if start.Nanosecond() == 0 {
+		return s.base(key) + ":p" + strconv.FormatInt(start.Unix(), 10)
+	}
+	return s.base(key) + ":p" + strconv.FormatInt(start.UnixMicro(), 10) + "us"
+}
+
+// newItem binds l to its counter at now (local time: the script may pick
+// a neighbouring quota period by the Redis clock).
+func (s *Store) newItem(l *limiter.Limit, cost int64, now time.Time) item {
+	it := item{cost: cost}
+	if l.PerRequest {
+		it.cost = min(cost, 1)
+	}
+	it.slot = s.slotOf(l.Key)
+	if l.Period == nil {
+		it.rate = true
+		it.width = limiter.BucketWidth(l.Window).Microseconds()
+		it.key = s.rateKey(l.Key, it.width)
+		return it
+	}
+	add := func(start, end time.Time) {
+		it.cand[it.nc] = period{start: start, end: end, key: s.quotaKey(l.Key, start)}
+		it.nc++
+	}
+	start, end := l.Period.Bounds(now)
+	if s.now == nil && now.Sub(start) < maxSkew {
+		if ps, pe := l.Period.Bounds(start.Add(-time.Nanosecond)); pe.Equal(start) {
+			add(ps, pe)
+		}
+	}
+	add(start, end)
+	if s.now == nil && end.Sub(now) <= maxSkew {
+		if ns, ne := l.Period.Bounds(end); ns.Equal(end) {
+			add(ns, ne)
+		}
+	}
+	return it
+}
+
+// Decide implements limiter.Store.
+func (s *Store) Decide(ctx context.Context, limits []limiter.Limit, cost int64) (limiter.Decision, error) {
+	if cost < 0 {
+		return limiter.Decision{}, errNegativeCost
+	}
+	d := limiter.Decision{Statuses: make([]limiter.Status, len(limits))}
+	for i := range limits {
+		d.Statuses[i].Limit = limits[i]
+	}
+	if len(limits) == 0 {
+		d.Allowed = true
+		return d, nil
+	}
+	var now time.Time
+	if s.now != nil {
+		now = s.now()
+	} else {
+		now = time.Now()
+	}
+	var buf [8]item
+	items := buf[:0]
+	if len(limits) > len(buf) {
+		items = make([]item, 0, len(limits))
+	}
+	for i := range limits {
+		items = append(items, s.newItem(&limits[i], cost, now))
+	}
+	s.stats.decisions.Add(1)
+
+	groups := s.group(items)
+	if len(groups) == 1 {
+		c := s.decideCall(limits, items, groups[0], cost)
+		if err := s.send(ctx, c); err != nil {
+			return d, s.fail(limits, err)
+		}
+		if err := s.wait(ctx, c); err != nil {
+			return d, s.fail(limits, err)
+		}
+		if c.err != nil {
+			return d, s.fail(limits, c.err)
+		}
+		flag, err := s.apply(&d, limits, items, groups[0], c.res, now)
+		if err != nil {
+			return d, s.fail(limits, err)
+		}
+		d.Allowed = flag == 1
+		if flag == -1 {
+			slices.Sort(d.Missing)
+		}
+		return d, nil
+	}
+	return s.decideGroups(ctx, d, limits, items, groups, cost, now)
+}
+
+// fail wraps err for a decision on limits.
+func (s *Store) fail(limits []limiter.Limit, err error) error {
+	return fmt.Errorf("redisstore: decide %q: %w: %w", limits[0].Key, limiter.ErrUnavailable, err)
+}
+
+// group returns the indexes of items, grouped by slot in a cluster, else
+// all together.
+func (s *Store) group(items []item) [][]int {
+	if !s.bySlot {
+		all := make([]int, len(items))
+		for i := range all {
+			all[i] = i
+		}
+		return [][]int{all}
+	}
+	var groups [][]int
+	var slots []int
+	for i := range items {
+		g := slices.Index(slots, items[i].slot)
+		if g < 0 {
+			g = len(groups)
+			slots = append(slots, items[i].slot)
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	return groups
+}
+
+// decideCall returns the call deciding the limits of items idx.
+func (s *Store) decideCall(limits []limiter.Limit, items []item, idx []int, cost int64) *call {
+	nkeys := 0
+	for _, i := range idx {
+		nkeys += max(items[i].nc, 1)
+	}
+	c := &call{
+		op:    'D',
+		keys:  make([]string, 0, nkeys),
+		items: make([]citem, len(idx)),
+		slot:  items[idx[0]].slot,
+		now:   -1,
+		cost:  cost,
+		done:  make(chan struct{}),
+	}
+	if s.now != nil {
+		c.now = s.now().UnixMicro()
+	}
+	for k, i := range idx {
+		l, it := &limits[i], &items[i]
+		ci := &c.items[k]
+		*ci = citem{ki: len(c.keys), nc: it.nc, rate: it.rate, shadow: l.Shadow, limit: l.Limit, cost: it.cost, width: it.width}
+		if it.rate {
+			c.keys = append(c.keys, it.key)
+			continue
+		}
+		for j, q := range it.cand[:it.nc] {
+			c.keys = append(c.keys, q.key)
+			ci.ends[j] = q.end.UnixMicro()
+		}
+	}
+	return c
+}
+
+// Reply layout of a decide call: now and the allowed flag, then per
+// limit: used, flags, reset at, retry at, and the charged bucket or seq.
+const (
+	replyHead = 16
+	replyItem = 33
+
+	flagExceeded = 1
+	flagCharged  = 2
+	flagMissing  = 4
+	flagCand     = 8 // multiplies the index of the chosen quota period
+)
+
+// replyFlag returns the allowed flag of decide reply res.
+func replyFlag(res string) int64 { return num(res, 8) }
+
+// replyAt returns what decide reply res says of its k-th limit.
+func replyAt(res string, k int) (used, flags, reset, retry, x int64) {
+	o := replyHead + replyItem*k
+	return num(res, o), int64(res[o+8]), num(res, o+9), num(res, o+17), num(res, o+25)
+}
+
+// apply writes res, the reply of the decide call for items idx, into the
+// statuses of d, and returns the reply's allowed flag: 1, 0, or -1 when a
+// quota counter is missing (then the missing indexes are added to
+// d.Missing). now is the decision's local time.
+func (s *Store) apply(d *limiter.Decision, limits []limiter.Limit, items []item, idx []int, res string, now time.Time) (int64, error) {
+	if len(res) != replyHead+replyItem*len(idx) {
+		return 0, fmt.Errorf("redisstore: script replied %d bytes for %d limits", len(res), len(idx))
+	}
+	if s.now == nil {
+		now = time.UnixMicro(num(res, 0))
+	}
+	flag := replyFlag(res)
+	for k, i := range idx {
+		used, flags, reset, retry, x := replyAt(res, k)
+		st := &d.Statuses[i]
+		l, it := &limits[i], &items[i]
+		var p *period
+		if !it.rate {
+			p = &it.cand[min(flags/flagCand, int64(it.nc-1))]
+			st.Counter = limiter.Counter{Key: l.Key, Start: p.start}
+		}
+		if flag == -1 {
+			if flags&flagMissing != 0 {
+				d.Missing = append(d.Missing, i)
+			}
+			continue
+		}
+		st.Used = used
+		st.Remaining = max(l.Limit-st.Used, 0)
+		st.Exceeded = flags&flagExceeded != 0
+		st.Charged = flags&flagCharged != 0
+		if p != nil {
+			st.Seq = x
+			st.Reset = p.end.Sub(now)
+			if st.Exceeded {
+				st.RetryAfter = st.Reset
+			}
+			continue
+		}
+		if reset > 0 {
+			st.Reset = time.UnixMicro(reset).Sub(now)
+		}
+		if st.Exceeded {
+			if retry < 0 {
+				st.RetryAfter = l.Window
+			} else {
+				st.RetryAfter = time.UnixMicro(retry).Sub(now)
+			}
+		}
+	}
+	return flag, nil
+}
+
+// decideGroups decides limits whose counters live in several slots: each
+// group reserves, and the reservations are undone unless all pass.
+func (s *Store) decideGroups(ctx context.Context, d limiter.Decision, limits []limiter.Limit, items []item, groups [][]int, cost int64, now time.Time) (limiter.Decision, error) {
+	calls := make([]*call, len(groups))
+	for g, idx := range groups {
+		calls[g] = s.decideCall(limits, items, idx, cost)
+	}
+	if err := s.waitAll(ctx, calls); err != nil {
+		return d, s.fail(limits, err)
+	}
+	var err error
+	allowed, missing := true, false
+	for g, c := range calls {
+		if c.err != nil {
+			err = c.err
+			continue
+		}
+		var flag int64
+		if flag, c.err = s.apply(&d, limits, items, groups[g], c.res, now); c.err != nil {
+			err = c.err
+			continue
+		}
+		allowed = allowed && flag == 1
+		missing = missing || flag == -1
+	}
+	shadowOK := true
+	for i := range d.Statuses {
+		if st := &d.Statuses[i]; st.Exceeded && st.Limit.Shadow {
+			shadowOK = false
+		}
+	}
+	// Take back what must not stay: every charge unless the request is
+	// admitted, else the charges of shadow limits when one would refuse.
+	if all := err != nil || !allowed || missing; all || !shadowOK {
+		var undos []*call
+		for g, c := range calls {
+			if c.err != nil || replyFlag(c.res) != 1 {
+				continue
+			}
+			u := s.undoCall(c, !all)
+			if u == nil {
+				continue
+			}
+			undos = append(undos, u)
+			// The statuses now read as if those counters were not charged.
+			for k, i := range groups[g] {
+				x := u.undone[k]
+				if x < 0 {
+					continue
+				}
+				st := &d.Statuses[i]
+				st.Charged = false
+				st.Used -= x
+				st.Remaining = max(st.Limit.Limit-st.Used, 0)
+				if st.Limit.Period != nil {
+					st.Seq--
+				} else if st.Used == 0 {
+					st.Reset = 0
+				}
+			}
+		}
+		s.undoWait(ctx, undos)
+	}
+	switch {
+	case err != nil:
+		return d, s.fail(limits, err)
+	case missing:
+		for i := range d.Statuses {
+			d.Statuses[i] = limiter.Status{Limit: limits[i], Counter: d.Statuses[i].Counter}
+		}
+		slices.Sort(d.Missing)
+		return d, nil
+	}
+	d.Allowed = allowed
+	return d, nil
+}
+
+// slotOf returns the slot of the counters of key in a cluster, else 0.
+func (s *Store) slotOf(key string) int {
+	if !s.bySlot {
+		return 0
+	}
+	tag, _ := hashTag(key)
+	return int(crc16(tag) % numSlots)
+}
+
+// Seed implements limiter.Store.
+func (s *Store) Seed(ctx context.Context, values []limiter.CounterValue) error {
+	if len(values) == 0 {
+		return nil
+	}
+	var (
+		calls []*call
+		packs []packer
+		slots []int
+	)
+	for i := range values {
+		v := &values[i]
+		sl := s.slotOf(v.Key)
+		g := slices.Index(slots, sl)
+		if g < 0 {
+			g = len(calls)
+			slots = append(slots, sl)
+			calls = append(calls, &call{op: 'S', slot: sl, done: make(chan struct{})})
+			packs = append(packs, packer{}.num(seedTTL.Milliseconds()))
+		}
+		calls[g].keys = append(calls[g].keys, s.quotaKey(v.Key, v.Start))
+		packs[g] = packs[g].num(v.Used).num(v.Seq)
+	}
+	for g, c := range calls {
+		c.blob = packs[g]
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("redisstore: seed %q: %w: %w", values[0].Key, limiter.ErrUnavailable, err)
+	}
+	if err := s.waitAll(ctx, calls); err != nil {
+		return fail(err)
+	}
+	for _, c := range calls {
+		if c.err != nil {
+			return fail(c.err)
+		}
+	}
+	return nil
+}
+
+// Refund implements limiter.Store. A counter listed twice is refunded
+// once, as Decide charged it once.
+func (s *Store) Refund(ctx context.Context, counters []limiter.Counter, cost int64) ([]limiter.CounterValue, error) {
+	if cost < 0 {
+		return nil, errNegativeCost
+	}
+	if cost == 0 || len(counters) == 0 {
+		return nil, nil
+	}
+	head := packer{}.num(-1).num(cost)
+	if s.now != nil {
+		head = packer{}.num(s.now().UnixMicro()).num(cost)
+	}
+	type ref struct{ g, k int }
+	var (
+		calls  []*call
+		slots  []int
+		refs   []ref
+		unique []limiter.Counter
+	)
+	for i, c := range counters {
+		if slices.ContainsFunc(counters[:i], func(p limiter.Counter) bool { return p.Key == c.Key && p.Start.Equal(c.Start) }) {
+			continue
+		}
+		sl := s.slotOf(c.Key)
+		g := slices.Index(slots, sl)
+		if g < 0 {
+			g = len(calls)
+			slots = append(slots, sl)
+			calls = append(calls, &call{op: 'R', blob: head, slot: sl, done: make(chan struct{})})
+		}
+		refs = append(refs, ref{g, len(calls[g].keys)})
+		unique = append(unique, c)
+		calls[g].keys = append(calls[g].keys, s.quotaKey(c.Key, c.Start))
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("redisstore: refund %q: %w: %w", counters[0].Key, limiter.ErrUnavailable, err)
+	}
+	if err := s.waitAll(ctx, calls); err != nil {
+		return nil, fail(err)
+	}
+	var values []limiter.CounterValue
+	for i, r := range refs {
+		c := calls[r.g]
+		if c.err != nil {
+			return nil, fail(c.err)
+		}
+		if len(c.res) != 16*len(c.keys) {
+			return nil, fail(fmt.Errorf("script replied %d bytes for %d counters", len(c.res), len(c.keys)))
+		}
+		if used, seq := num(c.res, 16*r.k), num(c.res, 16*r.k+8); used >= 0 {
+			values = append(values, limiter.CounterValue{Counter: unique[i], Used: used, Seq: seq})
+		}
+	}
+	return values, nil
+}
+
+// Reset implements limiter.Store: rate counters are deleted, and held
+// quota counters of the period holding now (by the Redis clock) set to
+// zero with seq one higher.
+func (s *Store) Reset(ctx context.Context, limits []limiter.Limit) ([]limiter.CounterValue, error) {
+	if len(limits) == 0 {
+		return nil, nil
+	}
+	now, nowArg := time.Now(), int64(-1)
+	if s.now != nil {
+		now = s.now()
+		nowArg = now.UnixMicro()
+	}
+	items := make([]item, len(limits))
+	for i := range limits {
+		items[i] = s.newItem(&limits[i], 0, now)
+	}
+	groups := s.group(items)
+	calls := make([]*call, len(groups))
+	for g, idx := range groups {
+		c := &call{op: 'X', slot: items[idx[0]].slot, done: make(chan struct{})}
+		p := packer{}.num(nowArg).u16(len(idx))
+		for _, i := range idx {
+			it := &items[i]
+			if it.rate {
+				c.keys = append(c.keys, it.key)
+				p = p.u8(1)
+				continue
+			}
+			p = p.u8(2).u8(it.nc)
+			for _, q := range it.cand[:it.nc] {
+				c.keys = append(c.keys, q.key)
+				p = p.num(q.end.UnixMicro())
+			}
+		}
+		c.blob = p
+		calls[g] = c
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("redisstore: reset %q: %w: %w", limits[0].Key, limiter.ErrUnavailable, err)
+	}
+	if err := s.waitAll(ctx, calls); err != nil {
+		return nil, fail(err)
+	}
+	seqs := make([]int64, len(limits))
+	cands := make([]int64, len(limits))
+	for g, c := range calls {
+		if c.err != nil {
+			return nil, fail(c.err)
+		}
+		if len(c.res) != 16*len(groups[g]) {
+			return nil, fail(fmt.Errorf("script replied %d bytes for %d limits", len(c.res), len(groups[g])))
+		}
+		for k, i := range groups[g] {
+			seqs[i], cands[i] = num(c.res, 16*k), num(c.res, 16*k+8)
+		}
+	}
+	var values []limiter.CounterValue
+	for i := range limits {
+		if it := &items[i]; !it.rate && seqs[i] >= 0 {
+			start := it.cand[min(cands[i], int64(it.nc-1))].start
+			values = append(values, limiter.CounterValue{Counter: limiter.Counter{Key: limits[i].Key, Start: start}, Seq: seqs[i]})
+		}
+	}
+	return values, nil
+}
