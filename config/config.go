@@ -66,6 +66,9 @@ type Redis struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 	// FailureMode is "local", "open" or "closed".
 	FailureMode string `mapstructure:"failure_mode"`
+	// KeyPrefix starts every key gaia-proxy writes, so deployments can
+	// share a Redis. Replicas that share limits must share it.
+	KeyPrefix string `mapstructure:"key_prefix"`
 }
 
 // Sentinel is a Redis Sentinel setup.

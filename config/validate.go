@@ -122,6 +122,9 @@ func (v *validator) redis() {
 	}
 	v.positive("redis.timeout", r.Timeout)
 	v.oneOf("redis.failure_mode", r.FailureMode, "local", "open", "closed")
+	if r.KeyPrefix == "" || strings.ContainsAny(r.KeyPrefix, "{}") || len(r.KeyPrefix) > 64 {
+		v.bad("redis.key_prefix", "must be 1 to 64 characters without { or }, got %q", r.KeyPrefix)
+	}
 }
 
 func (v *validator) identity() {

@@ -21,7 +21,6 @@ func startWatch(t *testing.T, file string) (got <-chan string, stop func()) {
 		t.Fatalf("NewWatcher: %v", err)
 	}
 	w.debounce = 20 * time.Millisecond
-	t.Cleanup(func() { w.Close() })
 	go func() {
 		defer close(done)
 		w.Run(ctx, func() {
@@ -33,6 +32,7 @@ func startWatch(t *testing.T, file string) (got <-chan string, stop func()) {
 		cancel()
 		select {
 		case <-done:
+			w.Close()
 		case <-time.After(5 * time.Second):
 			t.Fatal("Watch did not return after cancel")
 		}

@@ -1,12 +1,80 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/admin"
 	"github.com/gaia-proxy/gaia-proxy/config"
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/limiter/memstore"
+	"github.com/gaia-proxy/gaia-proxy/limiter/redisstore"
 	"github.com/redis/go-redis/v9"
 )
+
+// hotPath is the limiter's store: Redis, shared by replicas, with the
+// in-process store as its fallback; or the in-process store alone.
+type hotPath struct {
+	mode    string // "redis", "redis-cluster", "redis-sentinel" or "in-process"
+	store   limiter.Store
+	options limiter.Options // all but Ledger and Logf
+	close   func()
+}
+
+func openHotPath(cfg config.Redis, logf func(string, ...any)) (*hotPath, error) {
+	rdb, err := newRedis(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if rdb == nil {
+		// memstore cannot hang: no per-decision timer.
+		return &hotPath{mode: "in-process", store: memstore.New(nil), options: limiter.Options{Timeout: -1}, close: func() {}}, nil
+	}
+	mode, err := limiter.ParseFailureMode(cfg.FailureMode)
+	if err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis.failure_mode: %w", err)
+	}
+	rs := redisstore.New(rdb, &redisstore.Options{Prefix: cfg.KeyPrefix, Logf: logf})
+	h := &hotPath{
+		mode:  "redis",
+		store: rs,
+		options: limiter.Options{
+			Name:        "redis",
+			FailureMode: mode,
+			Fallback:    func() limiter.Store { return memstore.New(nil) },
+			Timeout:     cfg.Timeout,
+		},
+		close: func() {
+			rs.Close()
+			rdb.Close()
+		},
+	}
+	switch {
+	case len(cfg.ClusterAddrs) > 0:
+		h.mode = "redis-cluster"
+	case cfg.Sentinel.Master != "":
+		h.mode = "redis-sentinel"
+	}
+	return h, nil
+}
+
+// hotPathCheck reports the limiter's store on /health: while Redis is
+// away the proxy is degraded (failing local or open) or down (closed).
+func hotPathCheck(lim *limiter.Limiter, mode string) admin.Checker {
+	return func(context.Context) admin.Check {
+		st := lim.State()
+		if st.Healthy {
+			return admin.Check{Status: admin.StatusOK, Mode: mode}
+		}
+		c := admin.Check{Status: admin.StatusDegraded, Mode: st.Mode, Error: st.LastError}
+		if st.Mode == "closed" {
+			c.Status = admin.StatusDown
+		}
+		return c
+	}
+}
 
 // newRedis returns a client for cfg.Redis: a cluster client for
 // cluster_addrs, a Sentinel failover client for sentinel, else a plain

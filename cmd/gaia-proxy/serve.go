@@ -20,7 +20,6 @@ import (
 	"github.com/gaia-proxy/gaia-proxy/admin"
 	"github.com/gaia-proxy/gaia-proxy/config"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
-	"github.com/gaia-proxy/gaia-proxy/limiter/memstore"
 	"github.com/gaia-proxy/gaia-proxy/proxy"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
@@ -106,9 +105,6 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	if err := admin.CheckListen(cfg.Admin.Listen, cfg.Admin.Token); err != nil {
 		return err
 	}
-	if cfg.Redis.URL != "" || len(cfg.Redis.ClusterAddrs) > 0 || cfg.Redis.Sentinel.Master != "" {
-		return errors.New("redis: the Redis backend is not available yet; leave redis.* empty to use the in-process limiter")
-	}
 	up, err := url.Parse(cfg.Upstream)
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
@@ -121,7 +117,14 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	defer led.close()
 	recorder := quota.NewRecorder(led.usage, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf})
 	journal := quota.NewJournal(led.journal, &quota.JournalOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf})
-	lim := limiter.New(memstore.New(nil), &limiter.Options{Ledger: recorder, Logf: logf, Timeout: -1})
+	hot, err := openHotPath(cfg.Redis, logf)
+	if err != nil {
+		return err
+	}
+	defer hot.close()
+	lopts := hot.options
+	lopts.Ledger, lopts.Logf = recorder, logf
+	lim := limiter.New(hot.store, &lopts)
 
 	pol := &policyState{lo: so.LoadOptions, cfg: cfg, rules: led.rules, logf: logf, watcher: watcher}
 	settings, err := pol.build(ctx)
@@ -135,7 +138,7 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 		Version: versionString(),
 		Logf:    logf,
 		Checks: map[string]admin.Checker{
-			"redis":    func(context.Context) admin.Check { return admin.Check{Status: admin.StatusOK, Mode: "in-process"} },
+			"redis":    hotPathCheck(lim, hot.mode),
 			"database": ledgerCheck(led, recorder, journal),
 			"upstream": upstreamCheck(up),
 			"config":   pol.check,
@@ -172,7 +175,7 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 			}
 		})
 	}
-	logf("gaia-proxy %s: proxy on %s -> %s, admin on %s, ledger %s", version, proxyLn.Addr(), up, adminLn.Addr(), led.mode)
+	logf("gaia-proxy %s: proxy on %s -> %s, admin on %s, limiter %s, ledger %s", version, proxyLn.Addr(), up, adminLn.Addr(), hot.mode, led.mode)
 	if ready != nil {
 		ready(proxyLn.Addr().String(), adminLn.Addr().String())
 	}
