@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,17 +24,21 @@ import (
 // remembers what reached it.
 type upstream struct {
 	*httptest.Server
-	mu      sync.Mutex
-	hits    map[string]int
-	headers map[string]http.Header // last request's headers, by path
+	mu       sync.Mutex
+	hits     map[string]int
+	headers  map[string]http.Header  // last request's headers, by path
+	arrivals map[string][]time.Time // by X-Gaia-Subject
 }
 
 func newUpstream(t *testing.T) *upstream {
-	u := &upstream{hits: map[string]int{}, headers: map[string]http.Header{}}
+	u := &upstream{hits: map[string]int{}, headers: map[string]http.Header{}, arrivals: map[string][]time.Time{}}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
 		u.mu.Lock()
 		u.hits[r.URL.Path]++
 		u.headers[r.URL.Path] = r.Header.Clone()
+		subject := r.Header.Get("X-Gaia-Subject")
+		u.arrivals[subject] = append(u.arrivals[subject], now)
 		u.mu.Unlock()
 		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
 			select {
@@ -46,6 +51,13 @@ func newUpstream(t *testing.T) *upstream {
 	}))
 	t.Cleanup(u.Close)
 	return u
+}
+
+// arrived returns when the subject's requests reached the upstream.
+func (u *upstream) arrived(subject string) []time.Time {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.arrivals[subject])
 }
 
 func (u *upstream) seen(path string) (int, http.Header) {

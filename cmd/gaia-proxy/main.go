@@ -37,6 +37,7 @@ commands:
   demo      run the proxy in front of a built-in echo service
   migrate   apply pending PostgreSQL migrations
   check     validate config, Redis, PostgreSQL, migrations and upstream
+  verify    check a running deployment through its admin port
   hash-key  read an API key on stdin, print its sha256:<hex> for the config
   version   print version, commit and Go version
 
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return migrateCmd(ctx, args, stdout, stderr)
 	case "check":
 		return checkCmd(ctx, args, stdout, stderr)
+	case "verify":
+		return verifyCmd(ctx, args, stdout, stderr)
 	case "hash-key":
 		return hashKeyCmd(stdin, stdout)
 	case "version":

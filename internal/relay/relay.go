@@ -3,8 +3,6 @@
 package relay
 
 import (
-	"errors"
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -15,10 +13,11 @@ type Relay struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	cut    bool
+	frozen chan struct{} // closed when not frozen
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
 }
 
 // New starts a relay to target on a free loopback port; it stops when the
@@ -29,7 +28,8 @@ func New(t testing.TB, target string) *Relay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Relay{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	r := &Relay{ln: ln, target: target, conns: map[net.Conn]struct{}{}, frozen: make(chan struct{})}
+	close(r.frozen)
 	r.wg.Add(1)
 	go r.accept()
 	t.Cleanup(r.close)
@@ -48,13 +48,42 @@ func (r *Relay) Cut() {
 	for c := range r.conns {
 		c.Close()
 	}
+	select { // wake frozen copiers: their connections are gone
+	case <-r.frozen:
+	default:
+		close(r.frozen)
+	}
 }
 
-// Restore lets connections through again.
+// Freeze keeps connections open but stops moving bytes, as if the
+// service hung: clients wait until their own timeouts.
+func (r *Relay) Freeze() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.frozen:
+		r.frozen = make(chan struct{})
+	default:
+	}
+}
+
+// Restore lets connections through again, after Cut or Freeze.
 func (r *Relay) Restore() {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.cut = false
-	r.mu.Unlock()
+	select {
+	case <-r.frozen:
+	default:
+		close(r.frozen)
+	}
+}
+
+// thawed returns a channel closed while bytes may move.
+func (r *Relay) thawed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.frozen
 }
 
 func (r *Relay) accept() {
@@ -105,9 +134,18 @@ func (r *Relay) pipe(c net.Conn) {
 	defer r.track(up, false)
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
-		_, err := io.Copy(dst, src)
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			_ = err // a cut connection; nothing to report
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				<-r.thawed() // a frozen relay holds the bytes; Cut closes src and dst
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break // EOF, or a cut connection: nothing to report
+			}
 		}
 		dst.Close()
 		src.Close()

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/internal/relay"
+	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
+)
+
+const redisConfig = `
+listen: 127.0.0.1:0
+upstream: {{UPSTREAM}}
+upstream_timeout: 5s
+admin: {listen: 127.0.0.1:0}
+data_dir: {{DATA}}
+redis: {url: "REDISURL", key_prefix: "PREFIX", timeout: TIMEOUT, failure_mode: MODE}
+quota: {timezone: {{ZONE}}, flush_interval: 100ms}
+defaults: {plan: free}
+plans:
+  anonymous: {rate: [{limit: 1000, window: 1s}]}
+  free: {rate: [{limit: 40, window: 1s}]}
+  metered:
+    rate: [{limit: 100000, window: 1s}]
+    quota: [{limit: 150, period: daily}]
+  small: {rate: [{limit: 5, window: 1h}]}
+keys:
+  - {id: rated, key: key-rated}
+  - {id: metered, key: key-metered, plan: metered}
+  - {id: small, key: key-small, plan: small}
+`
+
+// startReplicas starts n instances sharing one Redis (through redisAddr)
+// and one key prefix, each with its own data directory.
+func startReplicas(t *testing.T, n int, up *upstream, redisAddr, mode, timeout string) []*instance {
+	t.Helper()
+	prefix := testenv.Prefix(t)
+	var out []*instance
+	for i := 0; i < n; i++ {
+		dir := t.TempDir()
+		text := strings.NewReplacer("REDISURL", "redis://"+redisAddr+"/0", "PREFIX", prefix, "MODE", mode, "TIMEOUT", timeout).Replace(redisConfig)
+		out = append(out, start(t, writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)))
+	}
+	return out
+}
+
+func redisAddr(t *testing.T) string {
+	u := testenv.RedisURL(t)
+	return strings.TrimSuffix(strings.TrimPrefix(u, "redis://"), "/0")
+}
+
+// hammer sends requests with key through every replica from several
+// goroutines each until stop, and counts answers by status.
+func hammer(replicas []*instance, key string, perReplica int, stop <-chan struct{}) map[int]int {
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+	for _, in := range replicas {
+		for range perReplica {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					req, _ := http.NewRequest("GET", in.proxy+"/r", nil)
+					req.Header.Set("X-API-Key", key)
+					resp, err := client.Do(req)
+					code := 0
+					if err == nil {
+						code = resp.StatusCode
+						resp.Body.Close()
+					}
+					mu.Lock()
+					codes[code]++
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	return codes
+}
+
+// maxInWindow returns the most arrivals in any closed interval of length w.
+func maxInWindow(ts []time.Time, w time.Duration) int {
+	most, j := 0, 0
+	for i := range ts {
+		for ts[i].Sub(ts[j]) > w {
+			j++
+		}
+		most = max(most, i-j+1)
+	}
+	return most
+}
+
+// TestReplicasShareRedis: three proxies on one Redis, hammered at once,
+// admit no more than the limit in any window, as the upstream saw it,
+// and at least 95% of it; and exactly the quota, together.
+func TestReplicasShareRedis(t *testing.T) {
+	up := newUpstream(t)
+	// A generous Redis timeout: this test is about Redis deciding, and a
+	// busy machine (or -race) must not push decisions to the fallback.
+	replicas := startReplicas(t, 3, up, redisAddr(t), "closed", "2s")
+
+	const limit, window, run = 40, time.Second, 3 * time.Second
+	stop := make(chan struct{})
+	time.AfterFunc(run, func() { close(stop) })
+	began := time.Now()
+	codes := hammer(replicas, "key-rated", 4, stop)
+	took := time.Since(began)
+	arrivals := up.arrived("key:rated")
+	t.Logf("answers %v, %d admitted in %v", codes, len(arrivals), took)
+	if codes[0] > 0 || codes[500]+codes[502]+codes[503] > 0 {
+		t.Fatalf("errors under load: %v", codes)
+	}
+	// The upstream's clock sees requests a little after they were decided,
+	// and unevenly: judge windows shortened by a margin for that jitter.
+	const jitter = 50 * time.Millisecond
+	if most := maxInWindow(arrivals, window-jitter); most > limit {
+		t.Errorf("%d requests reached the upstream within %v: the limit is %d per %v", most, window-jitter, limit, window)
+	}
+	// Saturated for `run`: every full window must have been used.
+	if want := int(0.95 * limit * float64(run/window)); len(arrivals) < want {
+		t.Errorf("admitted %d in %v, want at least %d (95%% of %d per %v)", len(arrivals), run, want, limit, window)
+	}
+
+	stop = make(chan struct{})
+	go func() {
+		// Stop once the quota is clearly exhausted on every replica.
+		for len(up.arrived("key:metered")) < 150 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+		close(stop)
+	}()
+	codes = hammer(replicas, "key-metered", 4, stop)
+	if got := len(up.arrived("key:metered")); got != 150 {
+		t.Errorf("the upstream saw %d requests of a quota of 150 shared by three replicas (answers %v)", got, codes)
+	}
+	for i, in := range replicas {
+		if strings.Contains(in.logs.String(), "redis unavailable") {
+			t.Errorf("replica %d lost Redis during the test:\n%s", i, in.logs)
+		}
+	}
+}
+
+// TestRedisOutage cuts Redis away from a proxy and brings it back, in
+// each failure mode.
+func TestRedisOutage(t *testing.T) {
+	addr := redisAddr(t)
+	for _, tc := range []struct {
+		mode     string
+		status   int    // answers while Redis is away
+		health   string // /health status while away
+		admitted int    // of 8 requests of a 5-per-hour key during the outage
+	}{
+		{"local", 200, "degraded", 5},
+		{"open", 200, "degraded", 8},
+		{"closed", 503, "down", 0},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			up := newUpstream(t)
+			rl := relay.New(t, addr)
+			in := startReplicas(t, 1, up, rl.Addr(), tc.mode, "50ms")[0]
+			if resp, _ := call(t, in.proxy+"/r", "X-API-Key: key-small"); resp.StatusCode != 200 {
+				t.Fatalf("before the outage: %d", resp.StatusCode)
+			}
+			for _, outage := range []struct {
+				name string
+				do   func()
+			}{{"refused", rl.Cut}, {"hung", rl.Freeze}} {
+				outage.do()
+				admitted := 0
+				for i := 0; i < 8; i++ {
+					began := time.Now()
+					resp, body := call(t, in.proxy+"/r", "X-API-Key: key-small")
+					// The decision gives up after redis.timeout (50ms); a
+					// generous margin covers a busy machine.
+					if took := time.Since(began); took > time.Second {
+						t.Errorf("%s redis: request %d took %v", outage.name, i, took)
+					}
+					switch {
+					case resp.StatusCode == 200:
+						admitted++
+					case resp.StatusCode == 429 && tc.mode == "local":
+					case resp.StatusCode != tc.status:
+						t.Errorf("%s redis: request %d: %d %s, want %d", outage.name, i, resp.StatusCode, body, tc.status)
+					}
+					if tc.mode == "closed" && !strings.Contains(body, `"limiter_unavailable"`) {
+						t.Errorf("closed: body %s", body)
+					}
+				}
+				if admitted != tc.admitted {
+					t.Errorf("%s redis: admitted %d of 8 during the outage, want %d", outage.name, admitted, tc.admitted)
+				}
+				resp, body := call(t, in.admin+"/health")
+				if !strings.Contains(body, fmt.Sprintf(`"status":%q`, tc.health)) || (tc.health == "down") != (resp.StatusCode == 503) {
+					t.Errorf("%s redis: health %d %s, want %s", outage.name, resp.StatusCode, body, tc.health)
+				}
+				rl.Restore()
+				waitFor(t, 10*time.Second, "back on Redis", func() bool {
+					call(t, in.proxy+"/r", "X-API-Key: key-small") // probes go through requests
+					_, body := call(t, in.admin+"/health")
+					return strings.Contains(body, `"redis":{"status":"ok"`)
+				}, in.logs)
+			}
+			// Back on Redis, the key's usage before the outage still counts:
+			// 1 before, plus whatever the probes admitted; never above 5.
+			resp, _ := call(t, in.proxy+"/r", "X-API-Key: key-small")
+			if tc.mode != "open" && resp.StatusCode == 200 && resp.Header.Get("X-Ratelimit-Remaining") == "4" {
+				t.Errorf("after the outage, Redis had forgotten the usage before it")
+			}
+			if !strings.Contains(in.logs.String(), "redis unavailable") || !strings.Contains(in.logs.String(), "redis is back") {
+				t.Errorf("transitions not logged:\n%s", in.logs)
+			}
+		})
+	}
+}
+
+// waitFor polls f until it holds or wait passes.
+func waitFor(t *testing.T, wait time.Duration, what string, f func() bool, logs *logBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v; log:\n%s", what, wait, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
