@@ -401,8 +401,9 @@ func TestFailureLocalEnforces(t *testing.T) {
 	if admitted != 2 || loads != 1 {
 		t.Errorf("admitted %d with %d ledger loads, want 2 (seeded 8 of 10) with 1", admitted, loads)
 	}
-	if n := len(led.recorded); n != 2 || led.recorded[1].Used != 10 || led.recorded[1].Seq != 22 {
-		t.Errorf("recorded %+v, want used 9 then 10 (seq 21, 22)", led.recorded)
+	// Charges record 9 then 10; the three refusals record 10 again.
+	if n := len(led.recorded); n != 5 || led.recorded[0].Used != 9 || led.recorded[4].Used != 10 || led.recorded[4].Seq != 22 {
+		t.Errorf("recorded %+v, want used 9 then 10 (seq 21, 22), then 10 per refusal", led.recorded)
 	}
 
 	// Back on the primary, then a second outage: a new fallback, seeded
@@ -533,5 +534,34 @@ func TestFailoverConcurrent(t *testing.T) {
 	}
 	if l := log.get(); len(l) != 2 {
 		t.Errorf("logged %d lines for 2 transitions: %q", len(l), l)
+	}
+}
+
+// TestResetWhileDown: a reset goes where decisions go: to the local
+// fallback while the breaker is open in FailureLocal mode, nowhere in
+// the other modes.
+func TestResetWhileDown(t *testing.T) {
+	for _, mode := range []limiter.FailureMode{limiter.FailureLocal, limiter.FailureOpen, limiter.FailureClosed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			fb := &fallbacks{}
+			lim := limiter.New(failing(errDown), &limiter.Options{FailureMode: mode, Fallback: fb.New, TripAfter: 1, Backoff: time.Hour, Logf: t.Logf})
+			lim.Decide(t.Context(), perMinute, 1) // opens the breaker
+			if d, _ := lim.Decide(t.Context(), perMinute, 1); mode == limiter.FailureLocal && d.Statuses[0].Used != 2 {
+				t.Fatalf("the fallback counts %d, want 2", d.Statuses[0].Used)
+			}
+			err := lim.Reset(t.Context(), perMinute)
+			if mode != limiter.FailureLocal {
+				if !errors.Is(err, limiter.ErrUnavailable) {
+					t.Errorf("Reset = %v, want ErrUnavailable", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d, err := lim.Decide(t.Context(), perMinute, 0); err != nil || d.Statuses[0].Used != 0 {
+				t.Errorf("after Reset: %+v, %v, want the fallback's window empty", d.Statuses, err)
+			}
+		})
 	}
 }

@@ -231,7 +231,7 @@ func (l *Limiter) decide(ctx context.Context, s Store, limits []Limit, cost int6
 		// seeding again could loop, so refuse to guess.
 		return d, fmt.Errorf("limiter: quota counters vanished while seeding: %w", ErrUnavailable)
 	}
-	if d.Allowed && cost > 0 {
+	if cost > 0 {
 		l.record(d.Statuses)
 	}
 	return d, nil
@@ -276,7 +276,11 @@ func (l *Limiter) logLedgerDown(n int, err error) {
 	l.logf("limiter: quota ledger unreadable, %d quota counters start from zero: %v", n, err)
 }
 
-// record hands the quota counters of statuses to the ledger.
+// record hands the quota counters of statuses to the ledger: charged
+// ones, and also those of a refused request. Their value did not change,
+// but if the process died before it flushed the charge that exhausted a
+// quota, the refusals after a restart are what brings the ledger up to
+// date (a value it already has is a no-op).
 func (l *Limiter) record(statuses []Status) {
 	if l.ledger == nil {
 		return
@@ -284,7 +288,7 @@ func (l *Limiter) record(statuses []Status) {
 	var values []CounterValue
 	for i := range statuses {
 		s := &statuses[i]
-		if s.Limit.Period != nil && s.Charged {
+		if s.Limit.Period != nil && s.Seq > 0 {
 			values = append(values, CounterValue{Counter: s.Counter, Used: s.Used, Seq: s.Seq})
 		}
 	}
