@@ -1,16 +1,21 @@
 // Package boltstore is the embedded durable store of gaia-proxy: one
 // bbolt file under data_dir, used when no database is configured. It
-// implements quota.Store.
+// implements quota.Store, quota.JournalStore and quota.JournalReader, and
+// keeps runtime rules and the audit log with the semantics of
+// quota/pgstore (both pass quota/quotatest).
 package boltstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -20,8 +25,8 @@ import (
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
-// Bucket names; Open creates each of them. Violations and usage
-// roll-ups will get buckets of their own here.
+// Bucket names; Open creates usageBucket, rulesBucket and auditBucket,
+// the journal's buckets are created by its first write.
 const (
 	// usageBucket holds quota usage: key = counter key, 0x00, period
 	// start in unix seconds (8 bytes big-endian), so keys sort by counter
@@ -39,6 +44,10 @@ var ErrLocked = errors.New("locked by another gaia-proxy process")
 // Store is a quota.Store in a bbolt file. Safe for concurrent use.
 type Store struct {
 	db *bbolt.DB
+
+	mu        sync.Mutex
+	watchers  map[int]func() // WatchRules callbacks, by registration
+	nextWatch int
 }
 
 var _ quota.Store = (*Store)(nil)
@@ -58,7 +67,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range []string{usageBucket} {
+		for _, b := range []string{usageBucket, rulesBucket, auditBucket} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return fmt.Errorf("bucket %s: %w", b, err)
 			}
@@ -69,7 +78,7 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, watchers: map[int]func(){}}, nil
 }
 
 // Close closes the data file.
@@ -165,6 +174,43 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 		return 0, fmt.Errorf("boltstore: prune: %w", err)
 	}
 	return n, nil
+}
+
+// TopUsage returns up to n quota counters of periods that started at or
+// after since, the most used first (then by key and start), for the
+// admin API's ranking of subjects; n below 1 returns none. It scans every counter: the embedded
+// store serves one process, with as many counters as its callers.
+func (s *Store) TopUsage(ctx context.Context, since time.Time, n int) ([]limiter.CounterValue, error) {
+	if n < 1 {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("boltstore: top usage: %w", err)
+	}
+	var values []limiter.CounterValue
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		cut := since.Unix()
+		return tx.Bucket([]byte(usageBucket)).ForEach(func(k, v []byte) error {
+			if len(k) < 9 {
+				return nil
+			}
+			start := int64(binary.BigEndian.Uint64(k[len(k)-8:]))
+			if start < cut {
+				return nil
+			}
+			used, seq := decodeUsage(v)
+			c := limiter.Counter{Key: string(k[:len(k)-9]), Start: time.Unix(start, 0).UTC()}
+			values = append(values, limiter.CounterValue{Counter: c, Used: used, Seq: seq})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: top usage: %w", err)
+	}
+	slices.SortFunc(values, func(a, b limiter.CounterValue) int {
+		return cmp.Or(cmp.Compare(b.Used, a.Used), cmp.Compare(a.Key, b.Key), a.Start.Compare(b.Start))
+	})
+	return values[:min(n, len(values))], nil
 }
 
 // usageKey appends the usageBucket key of c to dst.

@@ -23,12 +23,27 @@ func open(t *testing.T, path string) *boltstore.Store {
 	return s
 }
 
+// temp opens a Store in a temporary directory, closed when t ends.
+func temp(t *testing.T) *boltstore.Store {
+	s := open(t, filepath.Join(t.TempDir(), "gaia.db"))
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestStore(t *testing.T) {
-	quotatest.RunStore(t, func(t *testing.T) quota.Store {
-		s := open(t, filepath.Join(t.TempDir(), "gaia.db"))
-		t.Cleanup(func() { s.Close() })
-		return s
-	})
+	quotatest.RunStore(t, func(t *testing.T) quota.Store { return temp(t) })
+}
+
+func TestTopUsage(t *testing.T) {
+	quotatest.RunTopUsage(t, func(t *testing.T) quotatest.TopUsage { return temp(t) })
+}
+
+func TestRules(t *testing.T) {
+	quotatest.RunRules(t, func(t *testing.T) quotatest.Rules { return temp(t) })
+}
+
+func TestAudit(t *testing.T) {
+	quotatest.RunAudit(t, func(t *testing.T) quotatest.Audit { return temp(t) })
 }
 
 // TestReopen is the restart guarantee: usage written before Close is

@@ -1,57 +1,11 @@
 package pgstore_test
 
 import (
-	"context"
-	"encoding/json"
 	"testing"
-	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/quota/quotatest"
 )
 
 func TestAudit(t *testing.T) {
-	ctx := context.Background()
-	s := pgStore(t)
-	if got, err := s.AuditLog(ctx, 10); err != nil || len(got) != 0 {
-		t.Fatalf("AuditLog on an empty store: got %v, %v", got, err)
-	}
-	start := time.Now().Add(-time.Minute)
-	writes := []struct {
-		action, subject string
-		detail          any
-		want            string
-	}{
-		{"rule.put", "key:acme", map[string]any{"id": "rule_1", "rate": []int{20}}, `{"id": "rule_1", "rate": [20]}`},
-		{"quota.reset", "user:alice", nil, `{}`},
-		{"rule.delete", "", struct {
-			ID string `json:"id"`
-		}{"rule_1"}, `{"id": "rule_1"}`},
-	}
-	for _, w := range writes {
-		if err := s.Audit(ctx, "admin", w.action, w.subject, w.detail); err != nil {
-			t.Fatalf("Audit(%s): %v", w.action, err)
-		}
-	}
-	if err := s.Audit(ctx, "admin", "bad", "", make(chan int)); err == nil {
-		t.Error("Audit with a detail JSON cannot encode: got nil error")
-	}
-	got, err := s.AuditLog(ctx, 2)
-	if err != nil || len(got) != 2 {
-		t.Fatalf("AuditLog(2): got %d entries, %v, want 2", len(got), err)
-	}
-	if got[0].Action != "rule.delete" || got[1].Action != "quota.reset" || got[0].ID <= got[1].ID {
-		t.Errorf("AuditLog(2): got %s, %s, want the newest first: rule.delete, quota.reset", got[0].Action, got[1].Action)
-	}
-	all, err := s.AuditLog(ctx, 0)
-	if err != nil || len(all) != 3 {
-		t.Fatalf("AuditLog(0): got %d entries, %v, want all 3", len(all), err)
-	}
-	for i, e := range all {
-		w := writes[len(writes)-1-i]
-		if e.Actor != "admin" || e.Action != w.action || e.Subject != w.subject || string(e.Detail) != w.want ||
-			e.At.Before(start) || e.At.Location() != time.UTC {
-			t.Errorf("entry %d: got %+v (detail %s), want %s %q %s", i, e, e.Detail, w.action, w.subject, w.want)
-		}
-		if _, err := json.Marshal(e); err != nil {
-			t.Errorf("entry %d does not encode: %v", i, err)
-		}
-	}
+	quotatest.RunAudit(t, func(t *testing.T) quotatest.Audit { return pgStore(t) })
 }

@@ -2,11 +2,7 @@ package pgstore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,6 +10,7 @@ import (
 	"github.com/jackc/pgxlisten"
 
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 // RulesChannel is the channel every change of rate_limit_configs is
@@ -44,17 +41,17 @@ func (s *Store) Rules(ctx context.Context, loc *time.Location) ([]limiter.Rule, 
 		return nil, fmt.Errorf("pgstore: read rules: %w", err)
 	}
 	var (
-		rules       []limiter.Rule
-		r           limiter.Rule
-		rate, quota []byte
-		expires     *time.Time
+		rules        []limiter.Rule
+		r            limiter.Rule
+		rate, quotas []byte
+		expires      *time.Time
 	)
-	_, err = pgx.ForEachRow(rows, []any{&r.ID, &r.Subject, &rate, &quota, &expires}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&r.ID, &r.Subject, &rate, &quotas, &expires}, func() error {
 		var err error
-		if r.Limits.Rate, err = decodeColumn("rate", rate, loc); err != nil {
+		if r.Limits.Rate, err = quota.DecodeLimits("rate", rate, loc); err != nil {
 			return fmt.Errorf("rule %s (%s): %w", r.ID, r.Subject, err)
 		}
-		if r.Limits.Quota, err = decodeColumn("quota", quota, loc); err != nil {
+		if r.Limits.Quota, err = quota.DecodeLimits("quota", quotas, loc); err != nil {
 			return fmt.Errorf("rule %s (%s): %w", r.ID, r.Subject, err)
 		}
 		r.ExpiresAt = time.Time{}
@@ -75,9 +72,9 @@ func (s *Store) Rules(ctx context.Context, loc *time.Location) ([]limiter.Rule, 
 // ones get "rule_" and 16 hex digits; r.ID is not used). Subjects are
 // "key:<id>", "user:<id>" or "plan:<name>". A nil list inherits, an
 // empty one means no limits. Invalid rules are refused with an error
-// wrapping ErrInvalid. Every replica's WatchRules hears of the change.
+// wrapping quota.ErrInvalid. Every replica's WatchRules hears of the change.
 func (s *Store) PutRule(ctx context.Context, r limiter.Rule) (limiter.Rule, error) {
-	rate, quota, err := encodeRule(r)
+	rate, quotas, err := quota.EncodeRule(r)
 	if err != nil {
 		return limiter.Rule{}, fmt.Errorf("pgstore: put rule %q: %w", r.Subject, err)
 	}
@@ -87,7 +84,7 @@ func (s *Store) PutRule(ctx context.Context, r limiter.Rule) (limiter.Rule, erro
 		expires = &r.ExpiresAt
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, putRule, newRuleID(), r.Subject, rate, quota, expires).Scan(&r.ID); err != nil {
+		if err := tx.QueryRow(ctx, putRule, quota.NewRuleID(), r.Subject, rate, quotas, expires).Scan(&r.ID); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, notifyRules)
@@ -172,49 +169,4 @@ func (h *rulesHandler) HandleNotification(_ context.Context, n *pgconn.Notificat
 		h.onChange()
 	}
 	return nil
-}
-
-// encodeRule checks r and returns its lists as jsonb values (nil: NULL).
-func encodeRule(r limiter.Rule) (rate, quota []byte, err error) {
-	kind, id, _ := strings.Cut(r.Subject, ":")
-	if id == "" || (kind != "key" && kind != "user" && kind != "plan") {
-		return nil, nil, invalid("subject", "must be key:<id>, user:<id> or plan:<name>, got %q", r.Subject)
-	}
-	for _, list := range []struct {
-		field string
-		specs []limiter.Spec
-		dst   *[]byte
-	}{{"rate", r.Limits.Rate, &rate}, {"quota", r.Limits.Quota, &quota}} {
-		j := encodeList(list.specs)
-		if _, err := decodeList(list.field, j, nil); err != nil { // what is stored must load
-			return nil, nil, err
-		}
-		if j != nil {
-			if *list.dst, err = json.Marshal(j); err != nil {
-				return nil, nil, err
-			}
-		}
-	}
-	return rate, quota, nil
-}
-
-// decodeColumn reads a rate or quota column; NULL is a nil list.
-func decodeColumn(field string, b []byte, loc *time.Location) ([]limiter.Spec, error) {
-	if b == nil {
-		return nil, nil
-	}
-	var list []SpecJSON
-	if err := json.Unmarshal(b, &list); err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
-	}
-	if list == nil { // jsonb 'null'
-		return nil, nil
-	}
-	return decodeList(field, list, loc)
-}
-
-func newRuleID() string {
-	b := make([]byte, 8)
-	rand.Read(b) // never fails (crypto/rand)
-	return "rule_" + hex.EncodeToString(b)
 }

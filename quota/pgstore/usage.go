@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 )
 
@@ -106,4 +108,34 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 		return 0, fmt.Errorf("pgstore: prune usage: %w", err)
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// topUsage orders bytewise (COLLATE "C") to break ties as boltstore does.
+const topUsage = `
+SELECT counter, period_start, used, seq FROM quota_usage
+WHERE period_start >= $1
+ORDER BY used DESC, counter COLLATE "C", period_start
+LIMIT $2`
+
+// TopUsage returns up to n quota counters of periods that started at or
+// after since, the most used first (then by key and start), for the
+// admin API's ranking of subjects; n below 1 returns none.
+func (s *Store) TopUsage(ctx context.Context, since time.Time, n int) ([]limiter.CounterValue, error) {
+	if n < 1 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, topUsage, since, n)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: top usage: %w", err)
+	}
+	values, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (limiter.CounterValue, error) {
+		var v limiter.CounterValue
+		err := row.Scan(&v.Key, &v.Start, &v.Used, &v.Seq)
+		v.Start = v.Start.UTC()
+		return v, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: top usage: %w", err)
+	}
+	return values, nil
 }

@@ -47,6 +47,10 @@ func TestStore(t *testing.T) {
 	quotatest.RunStore(t, func(t *testing.T) quota.Store { return pgStore(t) })
 }
 
+func TestTopUsage(t *testing.T) {
+	quotatest.RunTopUsage(t, func(t *testing.T) quotatest.TopUsage { return pgStore(t) })
+}
+
 func TestPrune(t *testing.T) {
 	ctx := context.Background()
 	s := pgStore(t)

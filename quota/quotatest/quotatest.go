@@ -1,5 +1,7 @@
-// Package quotatest is the contract every quota.Store passes: boltstore
-// always, pgstore when a test database is configured.
+// Package quotatest is the contract the durable stores pass: boltstore
+// always, pgstore when a test database is configured. RunStore checks
+// the quota ledger, RunTopUsage its ranking, RunJournal violations and
+// roll-ups, RunRules runtime rules and RunAudit the audit log.
 package quotatest
 
 import (
@@ -126,4 +128,57 @@ func RunStore(t *testing.T, newStore func(t *testing.T) quota.Store) {
 
 func show(v limiter.CounterValue) string {
 	return fmt.Sprintf("%q@%s used=%d seq=%d", v.Key, v.Start.UTC().Format(time.RFC3339), v.Used, v.Seq)
+}
+
+// TopUsage is what RunTopUsage tests: a quota.Store that ranks its
+// counters.
+type TopUsage interface {
+	quota.Store
+	TopUsage(ctx context.Context, since time.Time, n int) ([]limiter.CounterValue, error)
+}
+
+// RunTopUsage runs the contract of TopUsage: the counters of periods
+// that started at or after since, most used first, ties broken by key
+// (bytewise) then start, at most n. newStore returns an empty store for
+// one subtest and registers its cleanup with t.
+func RunTopUsage(t *testing.T, newStore func(t *testing.T) TopUsage) {
+	ctx := context.Background()
+	s := newStore(t)
+	month := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	day := time.Date(2026, 3, 8, 0, 0, 0, 0, time.UTC)
+	val := func(key string, start time.Time, used int64) limiter.CounterValue {
+		return limiter.CounterValue{Counter: limiter.Counter{Key: key, Start: start}, Used: used, Seq: used + 1}
+	}
+	values := []limiter.CounterValue{
+		val("{user:alice}user:alice/qmonthly", month, 500),
+		val("{user:alice}user:alice/qdaily", day, 40),
+		val("{user:alice}user:alice/qdaily", day.AddDate(0, 0, -1), 90), // an earlier day
+		val("{key:ci}key:ci/qdaily", day, 40),
+		val("{ip:10.0.0.1}ip:10.0.0.1/qdaily", day, 7),
+		val("{user:bob}user:bob/qdaily", day.AddDate(0, -1, 0), 9999), // last month
+		val("{key:B}key:B/qdaily", day, 40),                           // "B" < "c" < "u" bytewise, not in every collation
+	}
+	if err := s.Write(ctx, values); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.TopUsage(ctx, month, 0); err != nil || len(got) != 0 {
+		t.Errorf("TopUsage(n=0) = %v, %v, want none", got, err)
+	}
+	got, err := s.TopUsage(ctx, month, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []limiter.CounterValue{values[0], values[2], values[6], values[3], values[1]}
+	if len(got) != len(want) {
+		t.Fatalf("TopUsage(since %s, 5): got %d values, want %d", month.Format(time.DateOnly), len(got), len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Key != w.Key || !g.Start.Equal(w.Start) || g.Used != w.Used || g.Seq != w.Seq {
+			t.Errorf("value %d: got %s, want %s", i, show(g), show(w))
+		}
+	}
+	if got, err := s.TopUsage(ctx, day, 100); err != nil || len(got) != 4 {
+		t.Errorf("TopUsage(since %s): got %d values, %v, want the 4 of that day", day.Format(time.DateOnly), len(got), err)
+	}
 }

@@ -1,0 +1,212 @@
+package quota
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+)
+
+// ErrInvalid reports a rule or limit that is refused: an unknown subject
+// form, or a limit out of range. Errors wrapping it are *InvalidError.
+var ErrInvalid = errors.New("invalid rule")
+
+// InvalidError is an ErrInvalid naming its field by its path
+// ("quota[0].period") and saying why.
+type InvalidError struct{ Field, Reason string }
+
+// Error returns "invalid rule: <field>: <reason>".
+func (e *InvalidError) Error() string { return "invalid rule: " + e.Field + ": " + e.Reason }
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(field, format string, args ...any) error {
+	return &InvalidError{field, fmt.Sprintf(format, args...)}
+}
+
+// MaxLimit is the largest limit a rule may set, as in the configuration.
+const MaxLimit = 1_000_000_000
+
+// SpecJSON is the JSON form of a limiter.Spec, as the YAML writes it, as
+// the stores keep runtime rules and as the admin API shows limits:
+// {"name":"burst","limit":10,"window":"1s"} or
+// {"limit":10000,"period":"daily","scope":"user","count":"success"}.
+type SpecJSON struct {
+	Name   string `json:"name,omitempty"`
+	Limit  int64  `json:"limit"`
+	Window string `json:"window,omitempty"` // rate limits: "1s" to "24h"
+	Period string `json:"period,omitempty"` // quotas: hourly, daily, weekly, monthly
+	Scope  string `json:"scope,omitempty"`  // key, user, global; "" is the default
+	Shadow bool   `json:"shadow,omitempty"`
+	Count  string `json:"count,omitempty"` // quotas: admitted (default) or success
+}
+
+// EncodeSpec returns the JSON form of sp.
+func EncodeSpec(sp limiter.Spec) SpecJSON {
+	j := SpecJSON{Name: sp.Name, Limit: sp.Limit, Shadow: sp.Shadow}
+	if sp.Period != nil {
+		j.Period = sp.Period.String()
+	} else {
+		j.Window = limiter.FormatWindow(sp.Window)
+	}
+	if sp.Scope != limiter.ScopeDefault {
+		j.Scope = sp.Scope.String()
+	}
+	if sp.Refundable {
+		j.Count = "success"
+	}
+	return j
+}
+
+// Spec checks j as a rate limit (isQuota false) or a quota and returns
+// it as a limiter.Spec whose period is a Calendar in loc (nil means
+// UTC). Errors are *InvalidError naming the field.
+func (j SpecJSON) Spec(isQuota bool, loc *time.Location) (limiter.Spec, error) {
+	bad := func(field, format string, args ...any) (limiter.Spec, error) {
+		return limiter.Spec{}, invalid(field, format, args...)
+	}
+	sp := limiter.Spec{Name: j.Name, Limit: j.Limit, Shadow: j.Shadow}
+	if j.Limit < 1 || j.Limit > MaxLimit {
+		return bad("limit", "must be between 1 and %d, got %d", MaxLimit, j.Limit)
+	}
+	if isQuota {
+		if j.Window != "" {
+			return bad("window", "a quota has a period, not a window, got %q", j.Window)
+		}
+		p, err := ParsePeriod(j.Period, loc)
+		if err != nil {
+			return bad("period", "must be hourly, daily, weekly or monthly, got %q", j.Period)
+		}
+		sp.Period = p
+	} else {
+		if j.Period != "" {
+			return bad("period", "a rate limit has a window, not a period, got %q", j.Period)
+		}
+		w, err := time.ParseDuration(j.Window)
+		if err != nil || w < time.Second || w > 24*time.Hour {
+			return bad("window", "must be between 1s and 24h, got %q", j.Window)
+		}
+		sp.Window = w
+	}
+	switch j.Scope {
+	case "":
+	case "key":
+		sp.Scope = limiter.ScopeKey
+	case "user":
+		sp.Scope = limiter.ScopeUser
+	case "global":
+		sp.Scope = limiter.ScopeGlobal
+	default:
+		return bad("scope", "must be key, user or global, got %q", j.Scope)
+	}
+	switch {
+	case j.Count == "" || j.Count == "admitted":
+	case j.Count == "success" && isQuota:
+		sp.Refundable = true
+	case j.Count == "success":
+		return bad("count", `"success" applies only to quotas`)
+	default:
+		return bad("count", "must be admitted or success, got %q", j.Count)
+	}
+	return sp, nil
+}
+
+// EncodeList returns the JSON form of a rate or quota list; nil (inherit)
+// stays nil, an empty list (none) stays empty.
+func EncodeList(specs []limiter.Spec) []SpecJSON {
+	if specs == nil {
+		return nil
+	}
+	list := make([]SpecJSON, len(specs))
+	for i, sp := range specs {
+		list[i] = EncodeSpec(sp)
+	}
+	return list
+}
+
+// DecodeList checks a rate or quota list (field "rate" or "quota") and
+// returns its specs, quota periods in loc; nil stays nil. A list holds
+// one limit per window or period. Errors are *InvalidError naming the
+// field by its path ("rate[1].window").
+func DecodeList(field string, list []SpecJSON, loc *time.Location) ([]limiter.Spec, error) {
+	if list == nil {
+		return nil, nil
+	}
+	specs := make([]limiter.Spec, len(list))
+	seen := map[string]int{}
+	for i, j := range list {
+		sp, err := j.Spec(field == "quota", loc)
+		if err != nil {
+			ie := err.(*InvalidError)
+			return nil, invalid(fmt.Sprintf("%s[%d].%s", field, i, ie.Field), "%s", ie.Reason)
+		}
+		slot := j.Period + "/" + limiter.FormatWindow(sp.Window)
+		if k, dup := seen[slot]; dup {
+			return nil, invalid(fmt.Sprintf("%s[%d]", field, i), "duplicates %s[%d]: one limit per window or period", field, k)
+		}
+		seen[slot] = i
+		specs[i] = sp
+	}
+	return specs, nil
+}
+
+// CheckSubject checks the subject of a runtime rule: "key:<id>",
+// "user:<id>" or "plan:<name>".
+func CheckSubject(subject string) error {
+	kind, id, _ := strings.Cut(subject, ":")
+	if id == "" || (kind != "key" && kind != "user" && kind != "plan") {
+		return invalid("subject", "must be key:<id>, user:<id> or plan:<name>, got %q", subject)
+	}
+	return nil
+}
+
+// EncodeRule checks r's subject and limits and returns its rate and
+// quota lists in JSON, as stores keep them; a nil list (inherit) is nil.
+// Errors wrap ErrInvalid and name the field.
+func EncodeRule(r limiter.Rule) (rate, quota []byte, err error) {
+	if err := CheckSubject(r.Subject); err != nil {
+		return nil, nil, err
+	}
+	for _, list := range []struct {
+		field string
+		specs []limiter.Spec
+		dst   *[]byte
+	}{{"rate", r.Limits.Rate, &rate}, {"quota", r.Limits.Quota, &quota}} {
+		j := EncodeList(list.specs)
+		if _, err := DecodeList(list.field, j, nil); err != nil { // what is stored must load
+			return nil, nil, err
+		}
+		if j != nil {
+			if *list.dst, err = json.Marshal(j); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return rate, quota, nil
+}
+
+// DecodeLimits reads a rate or quota list that EncodeRule wrote, quota
+// periods in loc; nil or JSON null is a nil list (inherit).
+func DecodeLimits(field string, b []byte, loc *time.Location) ([]limiter.Spec, error) {
+	if b == nil {
+		return nil, nil
+	}
+	var list []SpecJSON
+	if err := json.Unmarshal(b, &list); err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	return DecodeList(field, list, loc)
+}
+
+// NewRuleID returns a new rule id: "rule_" and 16 hex digits.
+func NewRuleID() string {
+	b := make([]byte, 8)
+	rand.Read(b) // never fails (crypto/rand)
+	return "rule_" + hex.EncodeToString(b)
+}
