@@ -1,9 +1,11 @@
-// Package admin serves gaia-proxy's admin port: health, and (as they
-// arrive) the admin API, the live stream, metrics and the dashboard.
+// Package admin serves gaia-proxy's admin port: health, the JSON admin
+// API (SPEC §5), and (as they arrive) the live stream, metrics and the
+// dashboard.
 package admin
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"log"
@@ -11,6 +13,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
 )
 
 // Health states, from best to worst.
@@ -45,6 +49,32 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
+
+	// Token is admin.token, asked of /api/admin/* as "Authorization:
+	// Bearer <token>" (see requireToken). "" means no auth, which
+	// CheckListen allows on a loopback listener only.
+	Token string
+	// Policy returns the policy in force: the proxy's Settings().Policy.
+	// Nil disables the quota endpoints (501).
+	Policy func() *limiter.Policy
+	// Limiter is the hot path the usage and reset endpoints read and
+	// change: the proxy's *limiter.Limiter. Nil disables them (501).
+	Limiter Limiter
+	// Store is the durable side: runtime rules, audit log, usage ledger,
+	// violations and roll-ups (quota/pgstore or quota/boltstore). Nil
+	// disables the endpoints that need it (501).
+	Store Store
+	// RulesChanged is called after a runtime rule changed through the
+	// API, so that this replica applies it at once; other replicas hear
+	// of it through the store (WatchRules). Nil means nothing is called.
+	RulesChanged func()
+
+	// Stream configures the live stream, WS /ws/admin/quotas (run it
+	// with Run, feed it with Publish).
+	Stream StreamOptions
+	// Metrics is served on /metrics, with the live stream's metrics
+	// added. Nil means a Metrics with no sources.
+	Metrics *Metrics
 }
 
 // Server is the admin port's handler.
@@ -55,6 +85,15 @@ type Server struct {
 	logf    func(format string, args ...any)
 	now     func() time.Time
 	started time.Time
+
+	token        *[sha256.Size]byte // of Options.Token; nil means open
+	policy       func() *limiter.Policy
+	lim          Limiter
+	store        Store
+	rulesChanged func()
+
+	hub     *hub
+	metrics *Metrics
 }
 
 // New returns the admin handler.
@@ -68,6 +107,12 @@ func New(o *Options) *Server {
 		checks:  o.Checks,
 		logf:    o.Logf,
 		now:     o.Now,
+
+		token:        hashToken(o.Token),
+		policy:       o.Policy,
+		lim:          o.Limiter,
+		store:        o.Store,
+		rulesChanged: o.RulesChanged,
 	}
 	if s.logf == nil {
 		s.logf = log.Printf
@@ -76,12 +121,30 @@ func New(o *Options) *Server {
 		s.now = time.Now
 	}
 	s.started = s.now()
+	s.hub = newHub(o.Stream, s.checks, s.logf, s.now)
+	s.metrics = o.Metrics
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil)
+	}
+	s.metrics.registerStream(s.hub)
 	s.routes()
 	return s
 }
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /health", s.handleHealth)
+	s.mux.HandleFunc("GET /api/ws/health", s.handleWSHealth)
+	s.mux.Handle("GET /metrics", s.metrics)
+	s.mux.Handle("GET /ws/admin/quotas", s.requireToken(http.HandlerFunc(s.handleStream), true))
+
+	s.mux.Handle("GET /api/admin/quotas/config", s.api(s.getConfig))
+	s.mux.Handle("POST /api/admin/quotas/config", s.api(s.putRule))
+	s.mux.Handle("DELETE /api/admin/quotas/config/{id}", s.api(s.deleteRule))
+	s.mux.Handle("GET /api/admin/quotas/usage", s.api(s.getUsage))
+	s.mux.Handle("POST /api/admin/quotas/reset", s.api(s.resetUsage))
+	s.mux.Handle("GET /api/admin/quotas/violations", s.api(s.getViolations))
+	s.mux.Handle("GET /api/admin/quotas/analytics", s.api(s.getAnalytics))
+	s.mux.Handle("/api/admin/", s.api(notFound)) // JSON 404, after auth
 }
 
 // ServeHTTP serves the admin port.

@@ -1,0 +1,119 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
+)
+
+// Limiter is the hot path as the admin API uses it; *limiter.Limiter
+// implements it.
+type Limiter interface {
+	// Decide with cost 0 reads usage without charging it.
+	Decide(ctx context.Context, limits []limiter.Limit, cost int64) (limiter.Decision, error)
+	// Reset clears rate windows and sets quota usage to zero, in the hot
+	// path and the ledger.
+	Reset(ctx context.Context, limits []limiter.Limit) error
+}
+
+// Store is the durable side of the admin API: quota/pgstore and
+// quota/boltstore implement it, with the semantics quota/quotatest
+// checks.
+type Store interface {
+	// Rules, PutRule and DeleteRule keep the runtime rules, one per
+	// subject.
+	Rules(ctx context.Context, loc *time.Location) ([]limiter.Rule, error)
+	PutRule(ctx context.Context, r limiter.Rule) (limiter.Rule, error)
+	DeleteRule(ctx context.Context, id string) (bool, error)
+	// Audit records a change made through the API.
+	Audit(ctx context.Context, actor, action, subject string, detail any) error
+	// TopUsage returns the ledger's most used quota counters of periods
+	// that started at or after since.
+	TopUsage(ctx context.Context, since time.Time, n int) ([]limiter.CounterValue, error)
+	// Violations and Rollups read the journal (see quota.JournalReader).
+	Violations(ctx context.Context, q quota.ViolationQuery) ([]quota.Violation, string, error)
+	Rollups(ctx context.Context, from, to time.Time) ([]quota.Rollup, error)
+}
+
+// needPolicy returns the policy in force, or a 501 without one.
+func (s *Server) needPolicy() (*limiter.Policy, error) {
+	var p *limiter.Policy
+	if s.policy != nil {
+		p = s.policy()
+	}
+	if p == nil {
+		return nil, unavailable("the policy")
+	}
+	return p, nil
+}
+
+// needStore returns a 501 without a store.
+func (s *Server) needStore() error {
+	if s.store == nil {
+		return unavailable("the durable store")
+	}
+	return nil
+}
+
+// actor names who made a change, for the audit log: "admin" and the
+// peer's address.
+func actor(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "admin@" + host
+}
+
+// audit records a change; a failure is logged, not answered, since the
+// change itself was made.
+func (s *Server) audit(r *http.Request, action, subject string, detail any) {
+	if err := s.store.Audit(r.Context(), actor(r), action, subject, detail); err != nil {
+		s.logf("admin: audit log: %s %s by %s was made but not recorded: %v", action, subject, actor(r), err)
+	}
+}
+
+// resolve finds the caller a subject string names, for usage and reset:
+// "key:<id>", "user:<id>" or "ip:<address>". An unknown key is a 404.
+func resolve(pol *limiter.Policy, field, subject string) (limiter.Subject, error) {
+	if err := notSecret(pol, field, subject); err != nil {
+		return limiter.Subject{}, err
+	}
+	kind, id, _ := strings.Cut(subject, ":")
+	switch {
+	case id == "":
+	case kind == "key":
+		if sub, ok := pol.KeyByID(id); ok {
+			return sub, nil
+		}
+		return limiter.Subject{}, notFoundError("%s: key %q is not configured", field, short(id))
+	case kind == "user":
+		return pol.ForUser(id), nil
+	case kind == "ip":
+		if a, err := netip.ParseAddr(id); err == nil {
+			return pol.ForIP(a.Unmap().String()), nil
+		}
+		return limiter.Subject{}, badRequest("%s: %q is not an IP address", field, short(id))
+	}
+	return limiter.Subject{}, badRequest("%s: must be key:<id>, user:<id> or ip:<address>, got %q", field, short(subject))
+}
+
+// notSecret refuses a subject that is, or ends in, an API key's secret
+// (pasted instead of the key's id), without repeating it: the API never
+// shows a secret, not even back to its sender.
+func notSecret(pol *limiter.Policy, field, subject string) error {
+	_, id, _ := strings.Cut(subject, ":")
+	for _, s := range []string{subject, id} {
+		if _, ok := pol.LookupKey(sha256.Sum256([]byte(s))); ok && s != "" {
+			return badRequest("%s: that is an API key's secret, not a key's id; never send secrets to the admin API", field)
+		}
+	}
+	return nil
+}

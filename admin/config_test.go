@@ -1,0 +1,229 @@
+package admin_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/quota"
+)
+
+// configBody is the shape of GET /api/admin/quotas/config.
+type configBody struct {
+	DefaultPlan   string `json:"default_plan"`
+	AnonymousPlan string `json:"anonymous_plan"`
+	Shadow        bool   `json:"shadow"`
+	Plans         []struct {
+		Name  string           `json:"name"`
+		Rate  []quota.SpecJSON `json:"rate"`
+		Quota []quota.SpecJSON `json:"quota"`
+		Rule  string           `json:"rule"`
+	} `json:"plans"`
+	Users []struct {
+		ID   string `json:"id"`
+		Plan string `json:"plan"`
+		Rule string `json:"rule"`
+	} `json:"users"`
+	Keys   []map[string]any `json:"keys"`
+	Routes []struct {
+		Name    string           `json:"name"`
+		Methods []string         `json:"methods"`
+		Path    string           `json:"path"`
+		Cost    int64            `json:"cost"`
+		Exempt  bool             `json:"exempt"`
+		Rate    []quota.SpecJSON `json:"rate"`
+	} `json:"routes"`
+	Rules []ruleJSON `json:"rules"`
+}
+
+type ruleJSON struct {
+	ID        string           `json:"id"`
+	Subject   string           `json:"subject"`
+	Rate      []quota.SpecJSON `json:"rate"`
+	Quota     []quota.SpecJSON `json:"quota"`
+	ExpiresAt *time.Time       `json:"expires_at"`
+	Expired   bool             `json:"expired"`
+}
+
+func (e *apiEnv) config() configBody {
+	e.t.Helper()
+	var c configBody
+	want(e.t, e.get("/api/admin/quotas/config"), http.StatusOK).decode(e.t, &c)
+	return c
+}
+
+func TestConfig(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *apiEnv) {
+		c := e.config()
+		if c.DefaultPlan != "free" || c.AnonymousPlan != "anonymous" || c.Shadow || len(c.Rules) != 0 {
+			t.Errorf("config: %+v", c)
+		}
+		if len(c.Plans) != 3 || c.Plans[1].Name != "free" || len(c.Plans[1].Rate) != 2 || c.Plans[1].Rate[1] != (quota.SpecJSON{Limit: 300, Window: "1m"}) ||
+			c.Plans[1].Quota[0] != (quota.SpecJSON{Limit: 100, Period: "daily"}) {
+			t.Errorf("plans: %+v", c.Plans)
+		}
+		if len(c.Users) != 2 || c.Users[0].ID != "alice" || c.Users[0].Plan != "pro" || c.Users[1].Plan != "free" {
+			t.Errorf("users (the plan in force): %+v", c.Users)
+		}
+		wantKeys := []string{
+			`{"id":"acme-prod","plan":"pro","quota":null,"rate":[{"limit":20,"window":"1s"}],"user":"alice"}`,
+			`{"id":"ci-bot","plan":"free","quota":null,"rate":null}`,
+			`{"id":"loner","plan":"free","quota":null,"rate":null}`,
+		}
+		for i, k := range c.Keys {
+			if b, _ := json.Marshal(k); i >= len(wantKeys) || string(b) != wantKeys[i] {
+				t.Errorf("key %d: %s, want %s (ids, users, plans, own limits; nothing else)", i, b, wantKeys[min(i, len(wantKeys)-1)])
+			}
+		}
+		if r := c.Routes; len(r) != 3 || r[0].Name != "confirm" || r[0].Cost != 5 || r[0].Methods[0] != "POST" || r[0].Rate[0].Window != "1s" ||
+			r[1].Rate[0].Scope != "global" || r[1].Cost != 1 || !r[2].Exempt || r[2].Methods == nil {
+			t.Errorf("routes: %+v", r)
+		}
+
+		// Create.
+		idForm := regexp.MustCompile(`^rule_[0-9a-f]{16}$`)
+		expires := t0.Add(time.Hour)
+		body := map[string]any{"subject": "key:acme-prod", "rate": []any{map[string]any{"limit": 50, "window": "1s", "name": "burst"}},
+			"quota": []any{}, "expires_at": expires.Format(time.RFC3339)}
+		var created ruleJSON
+		want(t, e.post("/api/admin/quotas/config", body), http.StatusCreated).decode(t, &created)
+		if !idForm.MatchString(created.ID) || created.Subject != "key:acme-prod" || len(created.Rate) != 1 || created.Rate[0].Name != "burst" ||
+			created.Quota == nil || len(created.Quota) != 0 || created.ExpiresAt == nil || !created.ExpiresAt.Equal(expires) || created.Expired {
+			t.Errorf("created: %+v", created)
+		}
+		if n := e.changes.Load(); n != 1 {
+			t.Errorf("RulesChanged called %d times, want 1", n)
+		}
+		// Update by subject: same id.
+		var updated ruleJSON
+		want(t, e.post("/api/admin/quotas/config", `{"subject":"key:acme-prod","rate":[{"limit":60,"window":"1m"}]}`), http.StatusCreated).decode(t, &updated)
+		if updated.ID != created.ID || updated.Rate[0].Limit != 60 || updated.Quota != nil || updated.ExpiresAt != nil {
+			t.Errorf("updated: %+v, want id %s, rate 60/1m, quota null (inherit), no expiry", updated, created.ID)
+		}
+		var planRule ruleJSON
+		want(t, e.post("/api/admin/quotas/config", `{"subject":"plan:FREE","quota":[{"limit":5,"period":"hourly","count":"success"}],"expires_at":"`+expires.Format(time.RFC3339)+`"}`),
+			http.StatusCreated).decode(t, &planRule)
+		want(t, e.post("/api/admin/quotas/config", `{"subject":"user:carol","rate":[]}`), http.StatusCreated)
+
+		c = e.config()
+		if c.Plans[1].Rule != planRule.ID || c.Keys[0]["rule"] != created.ID || c.Users[0].Rule != "" {
+			t.Errorf("the rules in force on plans, keys, users: %q %q %q", c.Plans[1].Rule, c.Keys[0]["rule"], c.Users[0].Rule)
+		}
+		if len(c.Rules) != 3 || c.Rules[0].ID != created.ID || c.Rules[1].Subject != "plan:free" || c.Rules[2].Subject != "user:carol" ||
+			c.Rules[1].Quota[0].Count != "success" || c.Rules[1].Expired {
+			t.Errorf("rules: %+v", c.Rules)
+		}
+		e.clock.Advance(2 * time.Hour)
+		if c = e.config(); !c.Rules[1].Expired || c.Rules[0].Expired || c.Plans[1].Rule != "" {
+			t.Errorf("after the expiry: expired %v %v, want false true, and no rule in force on the plan", c.Rules[0].Expired, c.Rules[1].Expired)
+		}
+
+		// Delete.
+		if r := e.do("DELETE", "/api/admin/quotas/config/"+created.ID, nil); r.Code != http.StatusNoContent || len(r.Body) != 0 {
+			t.Errorf("DELETE: %d %s, want 204", r.Code, r.Body)
+		}
+		wantError(t, e.do("DELETE", "/api/admin/quotas/config/"+created.ID, nil), http.StatusNotFound, "not_found", created.ID)
+		if c = e.config(); len(c.Rules) != 2 {
+			t.Errorf("after DELETE: %d rules, want 2", len(c.Rules))
+		}
+		if n := e.changes.Load(); n != 5 {
+			t.Errorf("RulesChanged called %d times, want 5 (4 puts, 1 delete)", n)
+		}
+
+		// Audited, newest first, by the admin at its address.
+		log := e.audits()
+		actions := []string{}
+		for _, a := range log {
+			actions = append(actions, a.Action+" "+a.Subject)
+			if a.Actor != "admin@192.0.2.1" {
+				t.Errorf("actor %q, want admin@192.0.2.1", a.Actor)
+			}
+		}
+		if got := strings.Join(actions, ", "); got != "rule.delete key:acme-prod, rule.put user:carol, rule.put plan:free, rule.put key:acme-prod, rule.put key:acme-prod" {
+			t.Errorf("audit log: %s", got)
+		}
+		var detail ruleJSON
+		if err := json.Unmarshal(log[0].Detail, &detail); err != nil || detail.ID != created.ID || detail.Rate[0].Limit != 60 {
+			t.Errorf("audit detail of the delete: %s (%v), want the deleted rule", log[0].Detail, err)
+		}
+	})
+}
+
+// TestRuleApplies: a rule posted is what the policy in force applies
+// once the caller reloads (RulesChanged), read back from the store.
+func TestRuleApplies(t *testing.T) {
+	e := newAPI(t, backends[0].open(t), "")
+	want(t, e.post("/api/admin/quotas/config", `{"subject":"user:alice","rate":[{"limit":2,"window":"1m"}]}`), http.StatusCreated)
+	rules, err := e.store.Rules(e.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := e.policy.Load().WithRules(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.policy.Store(pol)
+	var u usageBody
+	want(t, e.get("/api/admin/quotas/usage?subject=user:alice"), http.StatusOK).decode(t, &u)
+	if len(u.Rate) != 1 || u.Rate[0].Limit != 2 || u.Rate[0].Window != "1m" {
+		t.Errorf("usage after the rule: %+v", u.Rate)
+	}
+}
+
+func TestRuleInvalid(t *testing.T) {
+	e := newAPI(t, backends[0].open(t), "")
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"unknown field", `{"subject":"user:a","quotas":[]}`, `unknown field "quotas"`},
+		{"unknown field in a limit", `{"subject":"user:a","rate":[{"limit":1,"window":"1s","windows":"2s"}]}`, `rate[0]: unknown field "windows"`},
+		{"subject type", `{"subject":5,"rate":[]}`, "subject: must be a string, got number"},
+		{"list type", `{"subject":"user:a","rate":{"limit":1}}`, "rate: must be a list, got object"},
+		{"limit type", `{"subject":"user:a","rate":[{"limit":"10","window":"1s"}]}`, "rate[0].limit: must be an integer, got string"},
+		{"limit fraction", `{"subject":"user:a","quota":[{"limit":1.5,"period":"daily"}]}`, "quota[0].limit: must be an integer, got number 1.5"},
+		{"limit not an object", `{"subject":"user:a","rate":[7]}`, "rate[0]: must be a JSON object, got a number"},
+		{"limit null", `{"subject":"user:a","rate":[null]}`, "rate[0]: must be a JSON object, got null"},
+		{"shadow type", `{"subject":"user:a","rate":[{"limit":1,"window":"1s","shadow":"yes"}]}`, "rate[0].shadow: must be true or false, got string"},
+		{"trailing garbage", `{"subject":"user:a","rate":[]} x`, "body: unexpected data after the JSON object"},
+		{"two objects", `{"subject":"user:a","rate":[]}{}`, "body: unexpected data after the JSON object"},
+		{"truncated", `{"subject":"user:a","rate":[`, "body: truncated JSON"},
+		{"syntax", `{"subject" "user:a"}`, "body: invalid JSON at byte"},
+		{"empty body", ``, "body: must be a JSON object, got nothing"},
+		{"blank body", " \n", "body: must be a JSON object, got nothing"},
+		{"null body", `null`, "body: must be a JSON object, got null"},
+		{"list body", `[]`, "body: must be a JSON object, got a list"},
+		{"window too long", `{"subject":"user:a","rate":[{"limit":1,"window":"48h"}]}`, `rate[0].window: must be between 1s and 24h, got "48h"`},
+		{"window missing", `{"subject":"user:a","rate":[{"limit":1}]}`, `rate[0].window: must be between 1s and 24h, got ""`},
+		{"limit zero", `{"subject":"user:a","rate":[{"window":"1s"}]}`, "rate[0].limit: must be between 1 and 1000000000, got 0"},
+		{"period", `{"subject":"user:a","quota":[{"limit":1,"period":"yearly"}]}`, `quota[0].period: must be hourly, daily, weekly or monthly, got "yearly"`},
+		{"duplicate", `{"subject":"user:a","quota":[{"limit":1,"period":"daily"},{"limit":2,"period":"daily"}]}`, "quota[1]: duplicates quota[0]"},
+		{"scope", `{"subject":"user:a","rate":[{"limit":1,"window":"1s","scope":"team"}]}`, `rate[0].scope: must be key, user or global, got "team"`},
+		{"no lists", `{"subject":"user:a"}`, "rate, quota: give at least one list"},
+		{"null lists", `{"subject":"user:a","rate":null,"quota":null}`, "rate, quota: give at least one list"},
+		{"ip subject", `{"subject":"ip:10.0.0.1","rate":[]}`, `subject: must be key:<id>, user:<id> or plan:<name>, got "ip:10.0.0.1"`},
+		{"no subject", `{"rate":[]}`, `subject: must be key:<id>, user:<id> or plan:<name>, got ""`},
+		{"unknown key", `{"subject":"key:acme-prd","rate":[]}`, `subject: key "acme-prd" is not configured`},
+		{"key secret as id", `{"subject":"key:` + acmeSecret + `","rate":[]}`, "subject: that is an API key's secret, not a key's id"},
+		{"unknown plan", `{"subject":"plan:gold","rate":[]}`, `subject: plan "gold" is not configured`},
+		{"expiry format", `{"subject":"user:a","rate":[],"expires_at":"tomorrow"}`, `expires_at: must be RFC3339 (2026-03-08T12:00:00Z), got "tomorrow"`},
+		{"expiry type", `{"subject":"user:a","rate":[],"expires_at":1700000000}`, "expires_at: must be a string, got number"},
+		{"expiry past", `{"subject":"user:a","rate":[],"expires_at":"2026-03-10T11:59:59Z"}`, `expires_at: must be in the future, got "2026-03-10T11:59:59Z"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantError(t, e.post("/api/admin/quotas/config", tc.body), http.StatusBadRequest, "invalid_request", tc.want)
+		})
+	}
+	if rules, err := e.store.Rules(e.ctx, nil); err != nil || len(rules) != 0 || e.changes.Load() != 0 {
+		t.Errorf("after refused bodies: %d rules stored, %d changes, %v", len(rules), e.changes.Load(), err)
+	}
+	if log := e.audits(); len(log) != 0 {
+		t.Errorf("refused bodies were audited: %+v", log)
+	}
+	// 2 MiB: too large, whatever it holds.
+	big := `{"subject":"user:a","rate":[],"pad":"` + strings.Repeat("x", 2<<20) + `"}`
+	wantError(t, e.post("/api/admin/quotas/config", big), http.StatusRequestEntityTooLarge, "body_too_large", "over 1048576 bytes")
+	wantError(t, e.post("/api/admin/quotas/reset", big), http.StatusRequestEntityTooLarge, "body_too_large", "")
+}

@@ -1,0 +1,242 @@
+package admin
+
+import (
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
+)
+
+// MetricsOptions are what Metrics reads at scrape time besides what it
+// counts itself. Nil funcs leave their metrics out.
+type MetricsOptions struct {
+	// Limiter returns the hot path's health ((*limiter.Limiter).State):
+	// gaia_redis_errors_total and gaia_redis_healthy.
+	Limiter func() limiter.State
+	// Usage returns the quota ledger's backlog ((*quota.Recorder).Stats).
+	Usage func() quota.Stats
+	// Journal returns the violation journal's backlog
+	// ((*quota.Journal).Stats).
+	Journal func() quota.JournalStats
+	// Routes are the config's route names, whose series are built ahead
+	// (see SetRoutes).
+	Routes []string
+}
+
+// Metrics counts what the proxy does for Prometheus, and serves
+// /metrics from its own registry (no global state). Its labels are
+// decisions, route names and status classes: nothing per subject, no
+// secrets. Observe and ObserveUpstream are the proxy's hooks
+// (proxy.Options.Observe and Upstream): lock-free and allocation-free
+// for the routes of the config. One Metrics serves one Server.
+type Metrics struct {
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec   // decision, route
+	decision  prometheus.Histogram     // seconds
+	upstream  *prometheus.HistogramVec // route; seconds
+	responses *prometheus.CounterVec   // route, code ("2xx")
+	reloads   [2]prometheus.Counter    // ok, refused
+	routes    atomic.Pointer[map[string]*routeMetrics]
+	handler   http.Handler
+}
+
+// routeMetrics are one route's series, looked up once per config.
+type routeMetrics struct {
+	requests  [6]prometheus.Counter // by quota.Outcome-1
+	upstream  prometheus.Observer
+	responses [5]prometheus.Counter // 1xx ... 5xx
+}
+
+// noRoute labels requests that matched no route.
+const noRoute = "none"
+
+// NewMetrics returns a Metrics with Go and process collectors; o may be
+// nil.
+func NewMetrics(o *MetricsOptions) *Metrics {
+	if o == nil {
+		o = &MetricsOptions{}
+	}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gaia_requests_total",
+			Help: "Requests by decision (allowed, rate_limited, quota_exceeded, limiter_unavailable, unauthorized, exempt) and route (\"none\": no route matched).",
+		}, []string{"decision", "route"}),
+		decision: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gaia_decision_duration_seconds",
+			Help:    "How long the limiter took to decide a request.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gaia_upstream_duration_seconds",
+			Help:    "How long the upstream took to answer a forwarded request (to its response headers), by route.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gaia_upstream_responses_total",
+			Help: "Answers to forwarded requests by route and status class; 502 and 504 when the upstream failed.",
+		}, []string{"route", "code"}),
+	}
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gaia_config_reloads_total",
+		Help: "Configuration reloads by result: ok, or refused (the running config kept serving).",
+	}, []string{"result"})
+	m.reloads = [2]prometheus.Counter{reloads.WithLabelValues("ok"), reloads.WithLabelValues("refused")}
+	m.reg.MustRegister(m.requests, m.decision, m.upstream, m.responses, reloads,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if f := o.Limiter; f != nil {
+		m.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "gaia_redis_errors_total",
+				Help: "Failed round trips to the limiter's primary store (Redis).",
+			}, func() float64 { return float64(f().Failures) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "gaia_redis_healthy",
+				Help: "1 while the primary store (Redis) decides, 0 while the failure mode does.",
+			}, func() float64 { return bool01(f().Healthy) }))
+	}
+	type ledger struct {
+		name                string
+		lag, queue, dropped func() float64
+		healthy             func() bool
+	}
+	var ledgers []ledger
+	if f := o.Usage; f != nil {
+		ledgers = append(ledgers, ledger{"usage",
+			func() float64 { return f().Lag.Seconds() },
+			func() float64 { return float64(f().Pending) },
+			func() float64 { return float64(f().Dropped) },
+			func() bool { return f().Healthy }})
+	}
+	if f := o.Journal; f != nil {
+		ledgers = append(ledgers, ledger{"journal",
+			func() float64 { return f().Lag.Seconds() },
+			func() float64 { s := f(); return float64(s.PendingViolations + s.PendingRollups) },
+			func() float64 { return float64(f().DroppedViolations) },
+			func() bool { return f().Healthy }})
+	}
+	for _, l := range ledgers {
+		labels := prometheus.Labels{"ledger": l.name}
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gaia_ledger_lag_seconds", ConstLabels: labels,
+				Help: "Age of the oldest change not yet written to the durable ledger (usage: quota counters; journal: violations and roll-ups)."}, l.lag),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gaia_ledger_queue", ConstLabels: labels,
+				Help: "Changes waiting to be written to the durable ledger."}, l.queue),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gaia_ledger_dropped_total", ConstLabels: labels,
+				Help: "Changes dropped because the ledger's queue was full."}, l.dropped),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gaia_ledger_healthy", ConstLabels: labels,
+				Help: "1 when the last write to the database succeeded, 0 while writes fail."}, func() float64 { return bool01(l.healthy()) }))
+	}
+	m.SetRoutes(o.Routes)
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return m
+}
+
+func bool01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// SetRoutes builds the series of the config's routes ahead, so that
+// Observe finds them without a label lookup; call it after each reload.
+// Other names still work, at the cost of a lookup.
+func (m *Metrics) SetRoutes(names []string) {
+	t := make(map[string]*routeMetrics, len(names)+1)
+	for _, name := range append([]string{""}, names...) {
+		label := routeLabel(name)
+		r := &routeMetrics{upstream: m.upstream.WithLabelValues(label)}
+		for i := range r.requests {
+			r.requests[i] = m.requests.WithLabelValues(quota.Outcome(i+1).String(), label)
+		}
+		for i := range r.responses {
+			r.responses[i] = m.responses.WithLabelValues(label, statusClass(i+1))
+		}
+		t[name] = r
+	}
+	m.routes.Store(&t)
+}
+
+func routeLabel(name string) string {
+	if name == "" {
+		return noRoute
+	}
+	return name
+}
+
+var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// statusClass returns "1xx" ... "5xx" for 1 ... 5.
+func statusClass(c int) string { return statusClasses[c-1] }
+
+// Observe counts a decided request; use it as (or in)
+// proxy.Options.Observe.
+func (m *Metrics) Observe(e quota.Event) {
+	if e.Latency > 0 {
+		m.decision.Observe(e.Latency.Seconds())
+	}
+	i := int(e.Outcome) - 1
+	if i < 0 || i >= 6 {
+		return
+	}
+	if r, ok := (*m.routes.Load())[e.Route]; ok {
+		r.requests[i].Inc()
+		return
+	}
+	m.requests.WithLabelValues(e.Outcome.String(), routeLabel(e.Route)).Inc()
+}
+
+// ObserveUpstream counts an upstream answer; use it as (or in)
+// proxy.Options.Upstream.
+func (m *Metrics) ObserveUpstream(route string, status int, took time.Duration) {
+	c := status / 100
+	if r, ok := (*m.routes.Load())[route]; ok {
+		r.upstream.Observe(took.Seconds())
+		if c >= 1 && c <= 5 {
+			r.responses[c-1].Inc()
+		}
+		return
+	}
+	m.upstream.WithLabelValues(routeLabel(route)).Observe(took.Seconds())
+	if c >= 1 && c <= 5 {
+		m.responses.WithLabelValues(routeLabel(route), statusClass(c)).Inc()
+	}
+}
+
+// ConfigReloaded counts a configuration reload: ok when err is nil,
+// refused otherwise.
+func (m *Metrics) ConfigReloaded(err error) {
+	if err != nil {
+		m.reloads[1].Inc()
+		return
+	}
+	m.reloads[0].Inc()
+}
+
+// ServeHTTP serves the metrics in the Prometheus text format.
+func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.handler.ServeHTTP(w, r)
+}
+
+// registerStream adds the live stream's metrics.
+func (m *Metrics) registerStream(h *hub) {
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gaia_ws_clients", Help: "Live stream clients connected."},
+			func() float64 { return float64(h.nclients.Load()) }),
+		counter("gaia_ws_messages_sent_total", "Live stream messages written to clients.", &h.sent),
+		counter("gaia_ws_messages_dropped_total", "Live stream messages dropped because a client's queue was full.", &h.dropped),
+		counter("gaia_ws_violations_dropped_total", "Violations not sent to a client one by one (past its budget, or queue full), summarised in violations_dropped messages; one per client.", &h.violationsDropped),
+		counter("gaia_ws_bus_dropped_total", "Live stream messages for other replicas dropped (queue full, or the bus failed).", &h.busDropped),
+	)
+}

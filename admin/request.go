@@ -1,0 +1,269 @@
+package admin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/url"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxBody bounds a request body.
+const maxBody = 1 << 20
+
+// apiError is an error answered as JSON {"error": Code, "message":
+// Message} with Status. Err, when set, is logged and never sent: clients
+// see less than logs do.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+	Err     error
+}
+
+func (e *apiError) Error() string {
+	if e.Err != nil {
+		return e.Code + ": " + e.Message + ": " + e.Err.Error()
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *apiError) Unwrap() error { return e.Err }
+
+// badRequest is a 400 invalid_request whose message names the field.
+func badRequest(format string, args ...any) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: fmt.Sprintf(format, args...)}
+}
+
+// notFoundError is a 404 not_found.
+func notFoundError(format string, args ...any) *apiError {
+	return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf(format, args...)}
+}
+
+// unavailable is a 501 for an endpoint whose dependency is not
+// configured.
+func unavailable(what string) *apiError {
+	return &apiError{Status: http.StatusNotImplemented, Code: "not_configured", Message: what + " is not configured on this admin port"}
+}
+
+// internal is a 500 whose cause is logged, not sent.
+func internal(what string, err error) *apiError {
+	return &apiError{Status: http.StatusInternalServerError, Code: "internal_error", Message: "internal error: " + what + " failed; see the proxy's log", Err: err}
+}
+
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.Status, errorBody{e.Code, e.Message})
+}
+
+// api turns a handler returning an error into an authorized
+// http.Handler: an *apiError is answered as it says, any other error as
+// a 500 whose detail goes to Logf only.
+func (s *Server) api(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return s.requireToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil {
+			return
+		}
+		var e *apiError
+		if !errors.As(err, &e) {
+			e = internal(r.Method+" "+r.URL.Path, err)
+		}
+		if e.Status >= 500 && e.Err != nil {
+			s.logf("admin: %s %s: %v", r.Method, r.URL.Path, e)
+		}
+		writeError(w, e)
+	}), false)
+}
+
+// notFound answers API paths that name no endpoint.
+func notFound(_ http.ResponseWriter, r *http.Request) error {
+	return notFoundError("no endpoint %s %s", r.Method, r.URL.Path)
+}
+
+// readBody reads a request body of at most maxBody bytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large",
+			Message: fmt.Sprintf("the request body is over %d bytes", maxBody)}
+	case err != nil:
+		return nil, badRequest("body: could not be read")
+	}
+	return b, nil
+}
+
+// decodeObject decodes data, which must be one JSON object and nothing
+// more, into v, refusing unknown fields. Errors are 400s naming the
+// field by path, prefixed with path ("rate[0]"; "" for the body).
+func decodeObject(data []byte, v any, path string) error {
+	name := path
+	if name == "" {
+		name = "body"
+	}
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return badRequest("%s: must be a JSON object, got nothing", name)
+	}
+	if data[0] != '{' {
+		return badRequest("%s: must be a JSON object, got %s", name, jsonKind(data))
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, extra := dec.Token(); extra != io.EOF {
+			return badRequest("%s: unexpected data after the JSON object", name)
+		}
+		return nil
+	}
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if path != "" {
+			field = strings.TrimSuffix(path+"."+field, ".")
+		}
+		return badRequest("%s: must be %s, got %s", field, typeWord(typeErr.Type), typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return badRequest("%s: invalid JSON at byte %d", name, syntaxErr.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("%s: truncated JSON", name)
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		if path != "" {
+			return badRequest("%s: unknown field %s", path, f)
+		}
+		return badRequest("unknown field %s", f)
+	}
+	return badRequest("%s: invalid JSON", name)
+}
+
+// jsonKind names the kind of the JSON value that starts data.
+func jsonKind(data []byte) string {
+	switch c := data[0]; {
+	case c == '[':
+		return "a list"
+	case c == '"':
+		return "a string"
+	case c == 'n':
+		return "null"
+	case c == 't' || c == 'f':
+		return "a boolean"
+	case c == '-' || c >= '0' && c <= '9':
+		return "a number"
+	}
+	return "invalid JSON"
+}
+
+// typeWord names the JSON a Go type decodes from.
+func typeWord(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Pointer:
+		return typeWord(t.Elem())
+	}
+	return "an object"
+}
+
+// params reads query parameters, refusing unknown and repeated ones.
+type params struct {
+	q url.Values
+}
+
+// newParams checks that q holds only the named parameters, each once.
+func newParams(q url.Values, known ...string) (params, error) {
+	for _, name := range slices.Sorted(maps.Keys(q)) {
+		if !slices.Contains(known, name) {
+			return params{}, badRequest("unknown parameter %q (known: %s)", short(name), strings.Join(known, ", "))
+		}
+		if len(q[name]) > 1 {
+			return params{}, badRequest("%s: given %d times, at most once", name, len(q[name]))
+		}
+	}
+	return params{q}, nil
+}
+
+// str returns a parameter, "" when absent.
+func (p params) str(name string) string { return p.q.Get(name) }
+
+// integer returns a parameter from lo to hi, def when absent.
+func (p params) integer(name string, def, lo, hi int) (int, error) {
+	v := p.q.Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, badRequest("%s: must be an integer from %d to %d, got %q", name, lo, hi, short(v))
+	}
+	return n, nil
+}
+
+// time returns an RFC3339 parameter, def when absent.
+func (p params) time(name string, def time.Time) (time.Time, error) {
+	v := p.q.Get(name)
+	if v == "" {
+		return def, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, badRequest("%s: must be RFC3339 (2026-03-08T12:00:00Z), got %q", name, short(v))
+	}
+	return t.UTC(), nil
+}
+
+// oneOf returns a parameter that must be one of allowed, def when
+// absent.
+func (p params) oneOf(name, def string, allowed ...string) (string, error) {
+	v := p.q.Get(name)
+	if v == "" {
+		return def, nil
+	}
+	if !slices.Contains(allowed, v) {
+		return "", badRequest("%s: must be %s, got %q", name, orList(allowed), short(v))
+	}
+	return v, nil
+}
+
+// orList writes "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// short shortens a value echoed in an error message.
+func short(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return strings.ToValidUTF8(s[:max], "") + "..."
+}

@@ -1,0 +1,225 @@
+package admin_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+)
+
+// usageBody is the shape of one subject's usage.
+type usageBody struct {
+	Subject    string `json:"subject"`
+	User       string `json:"user"`
+	Plan       string `json:"plan"`
+	Reputation int    `json:"reputation"`
+	Rate       []struct {
+		Name         string `json:"name"`
+		Limit        int64  `json:"limit"`
+		Window       string `json:"window"`
+		Used         int64  `json:"used"`
+		Remaining    int64  `json:"remaining"`
+		ResetSeconds int64  `json:"reset_seconds"`
+	} `json:"rate"`
+	Quota []struct {
+		Name         string    `json:"name"`
+		Limit        int64     `json:"limit"`
+		Period       string    `json:"period"`
+		Used         int64     `json:"used"`
+		Remaining    int64     `json:"remaining"`
+		ResetSeconds int64     `json:"reset_seconds"`
+		PeriodStart  time.Time `json:"period_start"`
+	} `json:"quota"`
+}
+
+type usageListBody struct {
+	Subjects   []usageBody `json:"subjects"`
+	NextCursor string      `json:"next_cursor"`
+}
+
+func (e *apiEnv) usage(subject string) usageBody {
+	e.t.Helper()
+	var u usageBody
+	want(e.t, e.get("/api/admin/quotas/usage?subject="+subject), http.StatusOK).decode(e.t, &u)
+	return u
+}
+
+// ranked returns the subjects of every page of the usage list, pages
+// of size limit, and checks each page's usage of them.
+func (e *apiEnv) ranked(limit string) (subjects []string, pages int) {
+	e.t.Helper()
+	cursor := ""
+	for range 20 {
+		var l usageListBody
+		want(e.t, e.get("/api/admin/quotas/usage?limit="+limit+"&cursor="+cursor), http.StatusOK).decode(e.t, &l)
+		pages++
+		for _, s := range l.Subjects {
+			subjects = append(subjects, s.Subject)
+		}
+		if cursor = l.NextCursor; cursor == "" {
+			return subjects, pages
+		}
+	}
+	e.t.Fatal("the usage list does not end")
+	return nil, 0
+}
+
+func TestUsage(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *apiEnv) {
+		e.requests("key:acme-prod", 15) // alice's pro quota: 15/1000
+		e.requests("key:ci-bot", 8)     // free, alone: 8/100 a day
+		e.requests("ip:203.0.113.9", 5) // anonymous: 5/50 a day
+		e.requests("user:bob", 3)       // free: 3/100 a day
+		e.clock.Advance(250 * time.Millisecond)
+
+		u := e.usage("key:acme-prod")
+		if u.Subject != "key:acme-prod" || u.User != "alice" || u.Plan != "pro" || u.Reputation != 100 {
+			t.Errorf("usage: %+v", u)
+		}
+		if r := u.Rate; len(r) != 1 || r[0].Name != "acme-prod-1s" || r[0].Limit != 20 || r[0].Window != "1s" || r[0].Used != 15 || r[0].Remaining != 5 || r[0].ResetSeconds != 1 {
+			t.Errorf("rate: %+v", r)
+		}
+		month := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+		if q := u.Quota; len(q) != 1 || q[0].Name != "pro-monthly" || q[0].Limit != 1000 || q[0].Period != "monthly" || q[0].Used != 15 ||
+			q[0].Remaining != 985 || !q[0].PeriodStart.Equal(month) || q[0].ResetSeconds != 1857600 { // until April, rounded up
+			t.Errorf("quota: %+v", q)
+		}
+		if u := e.usage("user:alice"); u.Quota[0].Used != 15 || len(u.Rate) != 1 || u.Rate[0].Used != 0 {
+			t.Errorf("alice shares the key's quota, not its rate window: %+v", u)
+		}
+		if u := e.usage("ip:203.0.113.9"); u.Plan != "anonymous" || u.Quota[0].Used != 5 || u.User != "" {
+			t.Errorf("ip: %+v", u)
+		}
+		if u := e.usage("ip:::ffff:203.0.113.9"); u.Subject != "ip:203.0.113.9" {
+			t.Errorf("a v4-mapped address reads as the proxy names it: %+v", u.Subject)
+		}
+		// Reading charges nothing.
+		if u := e.usage("key:acme-prod"); u.Rate[0].Used != 15 || u.Quota[0].Used != 15 {
+			t.Errorf("a second read: %+v", u)
+		}
+		wantError(t, e.get("/api/admin/quotas/usage?subject=key:nobody"), http.StatusNotFound, "not_found", `subject: key "nobody" is not configured`)
+		wantError(t, e.get("/api/admin/quotas/usage?subject=key:"+acmeSecret), http.StatusBadRequest, "invalid_request", "secret")
+		wantError(t, e.get("/api/admin/quotas/usage?subject=user:"+acmeSecret), http.StatusBadRequest, "invalid_request", "secret")
+		wantError(t, e.get("/api/admin/quotas/usage?subject="+acmeSecret), http.StatusBadRequest, "invalid_request", "secret")
+		wantError(t, e.get("/api/admin/quotas/usage?subject=plan:free"), http.StatusBadRequest, "invalid_request", "subject: must be key:<id>, user:<id> or ip:<address>")
+		wantError(t, e.get("/api/admin/quotas/usage?subject=ip:nope"), http.StatusBadRequest, "invalid_request", `subject: "nope" is not an IP address`)
+
+		// The list, from the ledger's candidates, ordered by the fullest
+		// quota: 5/50, 8/100, 3/100, 15/1000.
+		e.flush()
+		order := "ip:203.0.113.9 key:ci-bot user:bob user:alice"
+		for _, limit := range []string{"50", "1", "2", "3"} {
+			got, pages := e.ranked(limit)
+			if strings.Join(got, " ") != order {
+				t.Errorf("limit %s: ranked %v, want %s", limit, got, order)
+			}
+			if n := map[string]int{"50": 1, "1": 4, "2": 2, "3": 2}[limit]; pages != n {
+				t.Errorf("limit %s: %d pages, want %d", limit, pages, n)
+			}
+		}
+		// The numbers come from the hot path, exact, ahead of the ledger.
+		e.clock.Advance(time.Second)
+		e.requests("user:bob", 10)
+		var l usageListBody
+		want(t, e.get("/api/admin/quotas/usage?limit=1"), http.StatusOK).decode(t, &l)
+		if len(l.Subjects) != 1 || l.Subjects[0].Subject != "user:bob" || l.Subjects[0].Quota[0].Used != 13 || l.NextCursor == "" {
+			t.Errorf("first after bob's burst: %+v", l)
+		}
+		wantError(t, e.get("/api/admin/quotas/usage?cursor=bm9wZQ"), http.StatusBadRequest, "invalid_request", "cursor: not a cursor")
+		wantError(t, e.get("/api/admin/quotas/usage?limit=abc"), http.StatusBadRequest, "invalid_request", `limit: must be an integer from 1 to 1000, got "abc"`)
+	})
+}
+
+func TestUsageListWithoutQuotas(t *testing.T) {
+	e := newAPI(t, backends[0].open(t), "")
+	cfg := policyConfig()
+	for i := range cfg.Plans {
+		cfg.Plans[i].Quota = nil
+	}
+	pol, err := limiter.NewPolicy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.policy.Store(pol)
+	e.requests("key:ci-bot", 3)
+	var l usageListBody
+	if want(t, e.get("/api/admin/quotas/usage"), http.StatusOK).decode(t, &l); l.Subjects == nil || len(l.Subjects) != 0 || l.NextCursor != "" {
+		t.Errorf("no quotas: %+v, want an empty list", l)
+	}
+}
+
+func TestReset(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *apiEnv) {
+		pol := e.policy.Load()
+		confirm, search := pol.Match("POST", "/confirm"), pol.Match("GET", "/search/x")
+		e.requests("key:acme-prod", 10)
+		e.request("key:acme-prod", confirm) // cost 5, and 1 on the route's own window
+		e.request("key:acme-prod", search)  // 1 on the global window
+		e.requests("key:ci-bot", 4)
+		e.flush()
+		if u := e.usage("key:acme-prod"); u.Quota[0].Used != 16 || u.Rate[0].Used != 16 {
+			t.Fatalf("before the reset: %+v", u)
+		}
+
+		var u usageBody
+		want(t, e.post("/api/admin/quotas/reset", `{"subject":"key:acme-prod"}`), http.StatusOK).decode(t, &u)
+		if u.Subject != "key:acme-prod" || u.Rate[0].Used != 0 || u.Rate[0].Remaining != 20 || u.Quota[0].Used != 0 || u.Quota[0].Remaining != 1000 {
+			t.Errorf("the answer: %+v, want the usage after the reset", u)
+		}
+		// The hot path: the route's own window is reset, the global one
+		// (shared by every caller) is not.
+		now := e.clock.Now()
+		peek := func(limits []limiter.Limit) limiter.Decision {
+			d, err := e.lim.Decide(e.ctx, limits, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}
+		confirmLimits := pol.Limits(nil, e.subject("key:acme-prod"), confirm, now)
+		if d := peek(confirmLimits); d.Statuses[0].Used != 0 || d.Statuses[1].Used != 0 || d.Statuses[2].Used != 0 {
+			t.Errorf("hot path after the reset: %+v", d.Statuses)
+		}
+		searchLimits := pol.Limits(nil, e.subject("key:ci-bot"), search, now)
+		if d := peek(searchLimits); d.Statuses[len(d.Statuses)-1].Used != 1 {
+			t.Errorf("the global window: used %d, want 1 (not reset)", d.Statuses[len(d.Statuses)-1].Used)
+		}
+		if u := e.usage("key:ci-bot"); u.Quota[0].Used != 4 {
+			t.Errorf("another subject: %+v, want untouched", u.Quota)
+		}
+		// The ledger takes the zero.
+		e.flush()
+		q := confirmLimits[1].Key // alice's monthly quota
+		start, _ := monthly().Bounds(now)
+		got, err := e.store.Load(e.ctx, []limiter.Counter{{Key: q, Start: start}})
+		if err != nil || got[0].Used != 0 || got[0].Seq == 0 {
+			t.Errorf("ledger after the reset: %+v, %v, want used 0", got, err)
+		}
+		// A hot path that lost its counters starts again from the ledger:
+		// the zero.
+		e.lim = limiter.New(e.hot(), &limiter.Options{Ledger: e.recorder, Timeout: -1})
+		e.srv = newServer(e)
+		if u := e.usage("key:acme-prod"); u.Quota[0].Used != 0 {
+			t.Errorf("a fresh hot path reads %d from the ledger, want 0", u.Quota[0].Used)
+		}
+
+		log := e.audits()
+		if len(log) != 1 || log[0].Action != "quota.reset" || log[0].Subject != "key:acme-prod" || log[0].Actor != "admin@192.0.2.1" {
+			t.Fatalf("audit log: %+v", log)
+		}
+		var detail struct{ Limits []string }
+		if err := json.Unmarshal(log[0].Detail, &detail); err != nil || strings.Join(detail.Limits, " ") != "acme-prod-1s pro-monthly confirm-1s" {
+			t.Errorf("audit detail: %s, want the limits reset", log[0].Detail)
+		}
+
+		wantError(t, e.post("/api/admin/quotas/reset", `{"subject":"key:nobody"}`), http.StatusNotFound, "not_found", "nobody")
+		wantError(t, e.post("/api/admin/quotas/reset", `{"subject":"key:acme-prod","all":true}`), http.StatusBadRequest, "invalid_request", `unknown field "all"`)
+		wantError(t, e.post("/api/admin/quotas/reset", `{}`), http.StatusBadRequest, "invalid_request", "subject: must be")
+		if n := len(e.audits()); n != 1 {
+			t.Errorf("refused resets were audited: %d entries", n)
+		}
+	})
+}

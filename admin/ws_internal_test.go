@@ -1,0 +1,183 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/gaia-proxy/gaia-proxy/quota"
+)
+
+// TestStuckClient: a client that connects and never reads does not slow
+// Publish. Two Servers run side by side, one alone and one with a stuck
+// client (its queue full); Publish throughput is measured on each in
+// turn, so that load from elsewhere hits both alike, and compared.
+func TestStuckClient(t *testing.T) {
+	start := func() (*Server, string) {
+		srv := New(&Options{Stream: StreamOptions{
+			StatsInterval: 50 * time.Millisecond, HeartbeatInterval: time.Minute, SilenceTimeout: time.Minute,
+			ViolationRate: 1_000_000, SendBuffer: 16, // every violation is a message: a client fills fast
+		}})
+		ts := httptest.NewServer(srv)
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan struct{})
+		go func() {
+			defer close(ran)
+			srv.Run(ctx)
+		}()
+		t.Cleanup(func() { cancel(); <-ran; ts.Close() })
+		return srv, ts.URL
+	}
+	alone, _ := start()
+	withStuck, url := start()
+
+	violation := quota.Event{Subject: "key:v", Outcome: quota.RateLimited, Path: strings.Repeat("/stuck", 170),
+		Violated: &quota.Violated{Name: "free-1s", Limit: 10, Window: time.Second}}
+	events := []quota.Event{
+		{Subject: "key:a", Outcome: quota.Allowed},
+		{Subject: "key:b", Outcome: quota.Allowed},
+		{Subject: "ip:203.0.113.7", Outcome: quota.Allowed},
+		violation,
+	}
+
+	c, _, err := websocket.Dial(context.Background(), url+"/ws/admin/quotas", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow() // and never reads
+	stuck := func() bool {
+		h := withStuck.hub
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for cl := range h.clients {
+			return len(cl.send) == cap(cl.send)
+		}
+		return false
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !stuck() {
+		if time.Now().After(deadline) {
+			t.Fatal("the client's queue never filled")
+		}
+		for range 1000 {
+			withStuck.Publish(violation)
+		}
+		runtime.Gosched()
+	}
+
+	// rate returns srv's Publish calls per second from 8 goroutines over
+	// 100ms.
+	rate := func(srv *Server) float64 {
+		runtime.GC()
+		var calls atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					for range 64 {
+						srv.Publish(events[(g+i)%len(events)])
+					}
+					calls.Add(64)
+					select {
+					case <-stop:
+						return
+					default:
+					}
+				}
+			})
+		}
+		start := time.Now()
+		time.Sleep(100 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		return float64(calls.Load()) / time.Since(start).Seconds()
+	}
+	dropped := withStuck.hub.violationsDropped.Load()
+	var best [2]float64 // alone, with the stuck client: the best of ten
+	for range 10 {
+		best[0] = max(best[0], rate(alone))
+		best[1] = max(best[1], rate(withStuck))
+	}
+	ratio := best[1] / best[0]
+	t.Logf("Publish: %.0f/s alone, %.0f/s with a stuck client: ratio %.2f", best[0], best[1], ratio)
+	if ratio < 0.8 {
+		t.Errorf("a stuck client slows Publish: %.0f/s with it, %.0f/s without (ratio %.2f, want >= 0.8)", best[1], best[0], ratio)
+	}
+	if withStuck.hub.violationsDropped.Load() == dropped {
+		t.Error("no violation was dropped for the stuck client while Publish ran")
+	}
+}
+
+func TestSubjectSketch(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 5, 15, 50, 200, 1000, 10000, 50000} {
+		var s subjectSketch
+		for i := range n {
+			s.add(fmt.Sprintf("key:%d", i))
+			s.add(fmt.Sprintf("key:%d", i/2)) // repeats count once
+		}
+		got := estimate(s.registers())
+		tolerance := max(0.05*float64(n), 1) // ~2 standard errors
+		if n <= 15 {
+			tolerance = 0
+		}
+		if math.Abs(float64(got-int64(n))) > tolerance {
+			t.Errorf("estimate of %d subjects: %d", n, got)
+		}
+	}
+}
+
+// TestSubjectSketchMerge: merged sketches count the union, each subject
+// once, not the sum.
+func TestSubjectSketchMerge(t *testing.T) {
+	var a, b subjectSketch
+	for i := range 3000 {
+		a.add(fmt.Sprintf("user:%d", i))      // 0..2999
+		b.add(fmt.Sprintf("user:%d", i+2000)) // 2000..4999
+	}
+	regs := a.registers()
+	mergeRegisters(regs, b.registers())
+	if got := estimate(regs); math.Abs(float64(got)-5000) > 250 {
+		t.Errorf("union of 3000 and 3000 subjects sharing 1000: %d, want about 5000", got)
+	}
+	mergeRegisters(regs, []byte{1, 2, 3}) // another size: ignored
+}
+
+func TestSplitEnvelope(t *testing.T) {
+	v := busViolation{liveViolation: liveViolation{Subject: "key:a", Path: strings.Repeat("/p", 500)}}
+	env := &busEnvelope{Replica: "r", Dropped: 3}
+	for range 40 {
+		env.Violations = append(env.Violations, v)
+	}
+	huge := v
+	huge.Path = strings.Repeat("\x01", maxViolationPath) // escapes to 6 bytes each
+	huge.Subject, huge.User, huge.Plan = strings.Repeat("\x01", maxViolationField), strings.Repeat("\x01", maxViolationField), strings.Repeat("\x01", maxViolationField)
+	env.Violations = append(env.Violations, huge)
+
+	var violations int
+	var dropped uint64
+	for _, msg := range splitEnvelope(env) {
+		if len(msg) > MaxBusMessage {
+			t.Errorf("message of %d bytes, over %d", len(msg), MaxBusMessage)
+		}
+		var e busEnvelope
+		if err := json.Unmarshal(msg, &e); err != nil {
+			t.Fatal(err)
+		}
+		violations += len(e.Violations)
+		dropped += e.Dropped
+	}
+	if violations != 40 || dropped != 4 {
+		t.Errorf("%d violations and %d dropped, want 40 and 4 (3, and the one too long alone)", violations, dropped)
+	}
+}
