@@ -26,7 +26,7 @@ type upstream struct {
 	*httptest.Server
 	mu       sync.Mutex
 	hits     map[string]int
-	headers  map[string]http.Header  // last request's headers, by path
+	headers  map[string]http.Header // last request's headers, by path
 	arrivals map[string][]time.Time // by X-Gaia-Subject
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/admin"
 	"github.com/gaia-proxy/gaia-proxy/config"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/migrations"
@@ -36,7 +37,9 @@ type ledger struct {
 	mode    string // "postgres" or "embedded"
 	usage   quota.Store
 	journal journalStore
-	rules   ruleSource // nil: no runtime rules in this mode yet
+	rules   ruleSource
+	admin   admin.Store   // what the admin API reads and changes
+	pool    *pgxpool.Pool // nil when embedded
 	ping    func(context.Context) error
 	close   func()
 }
@@ -55,7 +58,7 @@ func openLedger(ctx context.Context, cfg *config.Config, migrate bool, logf func
 			return nil, err
 		}
 		return &ledger{
-			mode: "embedded", usage: b, journal: b,
+			mode: "embedded", usage: b, journal: b, rules: b, admin: b,
 			ping:  func(context.Context) error { return nil },
 			close: func() { b.Close() },
 		}, nil
@@ -71,7 +74,7 @@ func openLedger(ctx context.Context, cfg *config.Config, migrate bool, logf func
 	pg := pgstore.New(pool)
 	pg.Logf = logf
 	return &ledger{
-		mode: "postgres", usage: pg, journal: pg, rules: pg,
+		mode: "postgres", usage: pg, journal: pg, rules: pg, admin: pg, pool: pool,
 		ping:  pg.Ping,
 		close: pool.Close,
 	}, nil

@@ -16,7 +16,8 @@ import (
 // hotPath is the limiter's store: Redis, shared by replicas, with the
 // in-process store as its fallback; or the in-process store alone.
 type hotPath struct {
-	mode    string // "redis", "redis-cluster", "redis-sentinel" or "in-process"
+	mode    string                // "redis", "redis-cluster", "redis-sentinel" or "in-process"
+	rdb     redis.UniversalClient // nil in-process
 	store   limiter.Store
 	options limiter.Options // all but Ledger and Logf
 	close   func()
@@ -39,6 +40,7 @@ func openHotPath(cfg config.Redis, logf func(string, ...any)) (*hotPath, error) 
 	rs := redisstore.New(rdb, &redisstore.Options{Prefix: cfg.KeyPrefix, Logf: logf})
 	h := &hotPath{
 		mode:  "redis",
+		rdb:   rdb,
 		store: rs,
 		options: limiter.Options{
 			Name:        "redis",

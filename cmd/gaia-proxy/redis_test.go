@@ -24,7 +24,7 @@ quota: {timezone: {{ZONE}}, flush_interval: 100ms}
 defaults: {plan: free}
 plans:
   anonymous: {rate: [{limit: 1000, window: 1s}]}
-  free: {rate: [{limit: 40, window: 1s}]}
+  free: {rate: [{limit: 60, window: 2s}]}
   metered:
     rate: [{limit: 100000, window: 1s}]
     quota: [{limit: 150, period: daily}]
@@ -111,7 +111,7 @@ func TestReplicasShareRedis(t *testing.T) {
 	// busy machine (or -race) must not push decisions to the fallback.
 	replicas := startReplicas(t, 3, up, redisAddr(t), "closed", "2s")
 
-	const limit, window, run = 40, time.Second, 3 * time.Second
+	const limit, window, run = 60, 2 * time.Second, 6 * time.Second
 	stop := make(chan struct{})
 	time.AfterFunc(run, func() { close(stop) })
 	began := time.Now()
@@ -123,8 +123,10 @@ func TestReplicasShareRedis(t *testing.T) {
 		t.Fatalf("errors under load: %v", codes)
 	}
 	// The upstream's clock sees requests a little after they were decided,
-	// and unevenly: judge windows shortened by a margin for that jitter.
-	const jitter = 50 * time.Millisecond
+	// and unevenly on a busy machine: judge windows shortened by a margin
+	// for that jitter. A fixed-window double burst, or any leak between
+	// replicas, still shows.
+	const jitter = 150 * time.Millisecond
 	if most := maxInWindow(arrivals, window-jitter); most > limit {
 		t.Errorf("%d requests reached the upstream within %v: the limit is %d per %v", most, window-jitter, limit, window)
 	}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/gaia-proxy/gaia-proxy/admin"
+	"github.com/gaia-proxy/gaia-proxy/admin/pgbus"
+	"github.com/gaia-proxy/gaia-proxy/admin/redisbus"
 	"github.com/gaia-proxy/gaia-proxy/config"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/proxy"
@@ -126,17 +128,38 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	lopts.Ledger, lopts.Logf = recorder, logf
 	lim := limiter.New(hot.store, &lopts)
 
-	pol := &policyState{lo: so.LoadOptions, cfg: cfg, rules: led.rules, logf: logf, watcher: watcher}
+	pol := &policyState{lo: so.LoadOptions, cfg: cfg, rules: led.rules, logf: logf, watcher: watcher, rulesChanged: make(chan struct{}, 1)}
 	settings, err := pol.build(ctx)
 	if err != nil {
 		return err
 	}
-	px := proxy.New(up, lim, settings, &proxy.Options{Logf: logf, UpstreamTimeout: cfg.UpstreamTimeout, Observe: journal.Record})
+	metrics := admin.NewMetrics(&admin.MetricsOptions{
+		Limiter: lim.State, Usage: recorder.Stats, Journal: journal.Stats, Routes: routeNames(cfg),
+	})
+	pol.metrics = metrics
+	var adm *admin.Server // built below: it needs the proxy's policy
+	px := proxy.New(up, lim, settings, &proxy.Options{
+		Logf:            logf,
+		UpstreamTimeout: cfg.UpstreamTimeout,
+		Observe: func(e quota.Event) {
+			journal.Record(e)
+			metrics.Observe(e)
+			adm.Publish(e)
+		},
+		Upstream: metrics.ObserveUpstream,
+	})
 	pol.proxy = px
 
-	adm := admin.New(&admin.Options{
-		Version: versionString(),
-		Logf:    logf,
+	adm = admin.New(&admin.Options{
+		Version:      versionString(),
+		Logf:         logf,
+		Token:        cfg.Admin.Token,
+		Policy:       func() *limiter.Policy { return px.Settings().Policy },
+		Limiter:      lim,
+		Store:        led.admin,
+		RulesChanged: signalTo(pol.rulesChanged),
+		Metrics:      metrics,
+		Stream:       admin.StreamOptions{Bus: liveBus(cfg, hot, led, logf), Replica: journal.Replica()},
 		Checks: map[string]admin.Checker{
 			"redis":    hotPathCheck(lim, hot.mode),
 			"database": ledgerCheck(led, recorder, journal),
@@ -164,6 +187,7 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	wg.Go(func() { recorder.Run(bg) })
 	wg.Go(func() { journal.Run(bg) })
 	wg.Go(func() { pol.watch(bg) })
+	wg.Go(func() { adm.Run(bg) })
 	serveErr := make(chan error, 2)
 	for _, s := range []struct {
 		srv *http.Server
@@ -218,6 +242,10 @@ type policyState struct {
 	logf    func(string, ...any)
 	watcher *config.Watcher // nil without a file
 	proxy   *proxy.Proxy
+	metrics *admin.Metrics
+	// rulesChanged is signalled when the runtime rules change: by the
+	// store's watch, or by this replica's admin API.
+	rulesChanged chan struct{}
 
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -277,10 +305,9 @@ func (ps *policyState) watch(ctx context.Context) {
 	if ps.watcher != nil {
 		wg.Go(func() { ps.watcher.Run(ctx, signalTo(changed)) })
 	}
-	rulesChanged := make(chan struct{}, 1)
 	if ps.rules != nil {
 		wg.Go(func() {
-			if err := ps.rules.WatchRules(ctx, signalTo(rulesChanged)); err != nil {
+			if err := ps.rules.WatchRules(ctx, signalTo(ps.rulesChanged)); err != nil {
 				ps.logf("rules: cannot watch runtime rules: %v", err)
 			}
 		})
@@ -293,7 +320,7 @@ func (ps *policyState) watch(ctx context.Context) {
 			ps.reload("SIGHUP")
 		case <-changed:
 			ps.reload("file change")
-		case <-rulesChanged:
+		case <-ps.rulesChanged:
 			ps.reloadRules(ctx)
 		}
 	}
@@ -314,6 +341,7 @@ func (ps *policyState) reload(why string) {
 	defer ps.mu.Unlock()
 	err := ps.applyConfig()
 	ps.lastErr = err
+	ps.metrics.ConfigReloaded(err)
 	if err != nil {
 		ps.logf("config: reload (%s) refused, the running config keeps serving: %v", why, err)
 		return
@@ -335,6 +363,31 @@ func (ps *policyState) applyConfig() error {
 	}
 	ps.proxy.SetSettings(s)
 	ps.cfg = next
+	ps.metrics.SetRoutes(routeNames(next))
+	return nil
+}
+
+// routeNames lists the config's route names, for metric labels.
+func routeNames(cfg *config.Config) []string {
+	names := make([]string, len(cfg.Routes))
+	for i, r := range cfg.Routes {
+		names[i] = r.Name
+	}
+	return names
+}
+
+// liveBus carries the live stream between replicas: Redis pub/sub when
+// the replicas share Redis, else PostgreSQL NOTIFY; nil (this replica
+// alone) on the embedded default.
+func liveBus(cfg *config.Config, hot *hotPath, led *ledger, logf func(string, ...any)) admin.Bus {
+	switch {
+	case hot.rdb != nil:
+		return redisbus.New(hot.rdb, cfg.Redis.KeyPrefix+"live")
+	case led.pool != nil:
+		b := pgbus.New(led.pool)
+		b.Logf = logf
+		return b
+	}
 	return nil
 }
 
