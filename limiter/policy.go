@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"strings"
 	"time"
 )
@@ -140,7 +142,17 @@ type Policy struct {
 	keyIDs map[string]*Key
 	routes []route
 	rules  map[string]*Rule
+
+	// cache holds the limits of subjects seen, per route (the last one
+	// for no route); see For.
+	cache      []sync.Map // subject ID -> []Limit
+	cached     atomic.Int64
+	nextExpiry time.Time // the earliest rule expiry; zero: none
 }
+
+// maxCached bounds the subjects For remembers (per policy, so a reload
+// starts afresh); past it, limits are built per request.
+const maxCached = 50000
 
 type route struct {
 	*Route
@@ -202,7 +214,11 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	for i := range cfg.Rules {
 		r := &cfg.Rules[i]
 		p.rules[r.Subject] = r
+		if !r.ExpiresAt.IsZero() && (p.nextExpiry.IsZero() || r.ExpiresAt.Before(p.nextExpiry)) {
+			p.nextExpiry = r.ExpiresAt
+		}
 	}
+	p.cache = make([]sync.Map, len(p.routes)+1)
 	return p, nil
 }
 
@@ -239,15 +255,23 @@ func pathMatcher(pattern string) (func(string) bool, error) {
 
 // Match returns the first route matching method and path, or nil.
 func (p *Policy) Match(method, urlPath string) *Route {
-	for _, r := range p.routes {
+	if i := p.match(method, urlPath); i >= 0 {
+		return p.routes[i].Route
+	}
+	return nil
+}
+
+// match returns the index of the first matching route, or -1.
+func (p *Policy) match(method, urlPath string) int {
+	for i, r := range p.routes {
 		if len(r.Methods) > 0 && !slices.Contains(r.Methods, method) {
 			continue
 		}
 		if r.match(urlPath) {
-			return r.Route
+			return i
 		}
 	}
-	return nil
+	return -1
 }
 
 // Subject is an identified caller.
@@ -313,6 +337,34 @@ func Cost(r *Route) int64 {
 		return 1
 	}
 	return r.Cost
+}
+
+// For returns every limit that applies to a request of s on route r
+// (which must come from p.Match, or be nil) at time now, like Limits,
+// but remembers them: the same subject on the same route gets the same
+// slice, which callers must not modify. Requests of known subjects then
+// build no strings. Until a runtime rule expires the answer cannot
+// change; after the earliest expiry, limits are built per request.
+func (p *Policy) For(s Subject, r *Route, now time.Time) []Limit {
+	if !p.nextExpiry.IsZero() && !now.Before(p.nextExpiry) {
+		return p.Limits(nil, s, r, now)
+	}
+	c := &p.cache[len(p.cache)-1]
+	if r != nil {
+		i := slices.IndexFunc(p.routes, func(rt route) bool { return rt.Route == r })
+		if i < 0 {
+			return p.Limits(nil, s, r, now)
+		}
+		c = &p.cache[i]
+	}
+	if l, ok := c.Load(s.ID); ok {
+		return l.([]Limit)
+	}
+	l := p.Limits(nil, s, r, now)
+	if p.cached.Add(1) <= maxCached {
+		c.Store(s.ID, slices.Clip(l))
+	}
+	return l
 }
 
 // Limits returns every limit that applies to a request of s on route r

@@ -514,3 +514,27 @@ func TestWithRules(t *testing.T) {
 		t.Errorf("rules: %d and %d, want 1 and 0", len(q.Config().Rules), len(p.Config().Rules))
 	}
 }
+
+func TestForCaches(t *testing.T) {
+	later := now.Add(time.Hour)
+	p := newPolicy(t, limiter.Rule{ID: "1", Subject: "key:acme-prod", ExpiresAt: later, Limits: limiter.Limits{Rate: []limiter.Spec{rate(3, time.Second)}}})
+	s := key(t, p, "test")
+	r := p.Match("POST", "/api/claude/confirm/request")
+	a, b := p.For(s, nil, now), p.For(s, nil, now)
+	if len(a) == 0 || &a[0] != &b[0] {
+		t.Fatal("For built the limits twice for the same subject and route")
+	}
+	if got, want := brief(a), brief(p.Limits(nil, s, nil, now)); got != want {
+		t.Errorf("For = %q, Limits = %q", got, want)
+	}
+	withRoute := p.For(s, r, now)
+	if got, want := brief(withRoute), brief(p.Limits(nil, s, r, now)); got != want || &withRoute[0] == &a[0] {
+		t.Errorf("For with a route = %q, want %q, in a slice of its own", got, want)
+	}
+	// Once the rule expires, the cached limits (with the rule) must not
+	// be served.
+	after := p.For(s, nil, later)
+	if got, want := brief(after), brief(p.Limits(nil, s, nil, later)); got != want || got == brief(a) {
+		t.Errorf("after the rule expired: For = %q, want %q", got, want)
+	}
+}

@@ -31,7 +31,7 @@ func (p *Proxy) decide(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		limits := x.settings.Policy.Limits(make([]limiter.Limit, 0, 8), x.subject, x.route, x.start)
+		limits := x.settings.Policy.For(x.subject, x.route, x.start)
 		if len(limits) == 0 {
 			p.report(r, x, quota.Allowed, 0)
 			next.ServeHTTP(w, r)
@@ -183,8 +183,10 @@ func ceilSeconds(d time.Duration) int64 {
 
 // setHeaders writes the rate-limit and shadow headers of x into h.
 func setHeaders(h http.Header, x *exchange) {
-	for _, kv := range x.headers {
-		h[kv[0]] = []string{kv[1]}
+	vals := make([]string, len(x.headers)) // one allocation for all of them
+	for i, kv := range x.headers {
+		vals[i] = kv[1]
+		h[kv[0]] = vals[i : i+1 : i+1]
 	}
 	if x.shadow != "" {
 		h.Set("X-Gaia-Shadow-Limited", x.shadow)

@@ -77,6 +77,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	return serve(ctx, serveOptions{LoadOptions: f.loadOptions(), Migrate: *migrate}, logf, nil)
 }
 
+// journalFlush is the least interval between journal writes.
+const journalFlush = 5 * time.Second
+
 // serveOptions are serve's inputs beyond the configuration.
 type serveOptions struct {
 	config.LoadOptions
@@ -118,7 +121,10 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	}
 	defer led.close()
 	recorder := quota.NewRecorder(led.usage, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf})
-	journal := quota.NewJournal(led.journal, &quota.JournalOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf})
+	// Roll-ups are rewritten whole at each flush (absolute counts per
+	// subject and minute), so they go less often than quota usage: the
+	// live stream shows violations at once, analytics can wait seconds.
+	journal := quota.NewJournal(led.journal, &quota.JournalOptions{FlushInterval: max(cfg.Quota.FlushInterval, journalFlush), Logf: logf})
 	hot, err := openHotPath(cfg.Redis, logf)
 	if err != nil {
 		return err
