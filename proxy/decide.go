@@ -49,10 +49,13 @@ func (p *Proxy) decide(next http.Handler) http.Handler {
 			return
 		}
 		x.decision, x.decided = d, true
-		x.headers = rateLimitHeaders(x.headers[:0], &d, x.start)
+		rateLimitHeaders(x, &d, x.start)
 		if names := d.ShadowLimited(); len(names) > 0 {
 			x.shadow = strings.Join(names, ", ")
 		}
+		// Set now, whatever the answer: the upstream's own headers of
+		// these names are dropped in modifyResponse.
+		setHeaders(w.Header(), x)
 		p.report(r, x, 0, took)
 		if !d.Allowed {
 			p.refuse(w, r, x)
@@ -158,7 +161,6 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, x *exchange) {
 		body.Message += "; this request costs " + strconv.FormatInt(x.cost, 10) + " and can never fit"
 	}
 	h := w.Header()
-	setHeaders(h, x)
 	h.Set("Retry-After", strconv.FormatInt(retry, 10))
 	h.Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusTooManyRequests, body)
@@ -181,38 +183,51 @@ func ceilSeconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
-// setHeaders writes the rate-limit and shadow headers of x into h.
+// setHeaders writes the rate-limit and shadow headers of x into h,
+// replacing any of the same names.
 func setHeaders(h http.Header, x *exchange) {
-	vals := make([]string, len(x.headers)) // one allocation for all of them
-	for i, kv := range x.headers {
-		vals[i] = kv[1]
-		h[kv[0]] = vals[i : i+1 : i+1]
+	vals := make([]string, x.nheaders) // one allocation for all of them
+	for i, kv := range x.headers[:x.nheaders] {
+		vals[i] = kv.value
+		h[kv.name] = vals[i : i+1 : i+1]
 	}
 	if x.shadow != "" {
 		h.Set("X-Gaia-Shadow-Limited", x.shadow)
 	}
 }
 
-// rateLimitHeaders computes the headers of SPEC §4.6 from enforced limits:
-// RateLimit-Policy lists them all (IETF draft-10 syntax), RateLimit names
-// the one closest to exhaustion, X-RateLimit-* the closest rate limit and
-// X-Quota-* the closest quota.
-func rateLimitHeaders(dst [][2]string, d *limiter.Decision, now time.Time) [][2]string {
-	var policy strings.Builder
+// header is one response header.
+type header struct{ name, value string }
+
+// rateLimitNames are the canonical names of the headers
+// rateLimitHeaders makes, for deleting an upstream's own.
+var rateLimitNames = [...]string{
+	"Ratelimit-Policy", "Ratelimit",
+	"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset",
+	"X-Quota-Limit", "X-Quota-Remaining", "X-Quota-Reset",
+}
+
+// rateLimitHeaders computes the headers of SPEC §4.6 from enforced
+// limits into x: RateLimit-Policy lists them all (IETF draft-10 syntax),
+// RateLimit names the one closest to exhaustion, X-RateLimit-* the
+// closest rate limit and X-Quota-* the closest quota. The values are
+// slices of one string: one allocation for them all.
+func rateLimitHeaders(x *exchange, d *limiter.Decision, now time.Time) {
 	var closest, rate, quota *limiter.Status
+	b := make([]byte, 0, 256)
 	for i := range d.Statuses {
 		s := &d.Statuses[i]
 		if s.Limit.Shadow {
 			continue
 		}
-		if policy.Len() > 0 {
-			policy.WriteString(", ")
+		if len(b) > 0 {
+			b = append(b, ", "...)
 		}
-		writeSFString(&policy, s.Limit.Name)
-		policy.WriteString(";q=")
-		policy.WriteString(strconv.FormatInt(s.Limit.Limit, 10))
-		policy.WriteString(";w=")
-		policy.WriteString(strconv.FormatInt(windowSeconds(s, now), 10))
+		b = appendSFString(b, s.Limit.Name)
+		b = append(b, ";q="...)
+		b = strconv.AppendInt(b, s.Limit.Limit, 10)
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, windowSeconds(s, now), 10)
 		closest = closer(closest, s)
 		if s.Limit.Period != nil {
 			quota = closer(quota, s)
@@ -220,29 +235,43 @@ func rateLimitHeaders(dst [][2]string, d *limiter.Decision, now time.Time) [][2]
 			rate = closer(rate, s)
 		}
 	}
+	x.nheaders = 0
 	if closest == nil {
-		return dst
+		return
 	}
-	var rl strings.Builder
-	writeSFString(&rl, closest.Limit.Name)
-	rl.WriteString(";r=")
-	rl.WriteString(strconv.FormatInt(closest.Remaining, 10))
-	rl.WriteString(";t=")
-	rl.WriteString(strconv.FormatInt(ceilSeconds(closest.Reset), 10))
-	dst = append(dst, [2]string{"Ratelimit-Policy", policy.String()}, [2]string{"Ratelimit", rl.String()})
-	if rate != nil {
-		dst = append(dst,
-			[2]string{"X-Ratelimit-Limit", strconv.FormatInt(rate.Limit.Limit, 10)},
-			[2]string{"X-Ratelimit-Remaining", strconv.FormatInt(rate.Remaining, 10)},
-			[2]string{"X-Ratelimit-Reset", strconv.FormatInt(ceilSeconds(rate.Reset), 10)})
+	// Record where each value ends, then cut them from one string.
+	var ends [len(rateLimitNames)]int
+	var names [len(rateLimitNames)]string
+	n := 0
+	mark := func(name string) {
+		names[n], ends[n] = name, len(b)
+		n++
 	}
-	if quota != nil {
-		dst = append(dst,
-			[2]string{"X-Quota-Limit", strconv.FormatInt(quota.Limit.Limit, 10)},
-			[2]string{"X-Quota-Remaining", strconv.FormatInt(quota.Remaining, 10)},
-			[2]string{"X-Quota-Reset", strconv.FormatInt(ceilSeconds(quota.Reset), 10)})
+	mark(rateLimitNames[0])
+	b = appendSFString(b, closest.Limit.Name)
+	b = append(b, ";r="...)
+	b = strconv.AppendInt(b, closest.Remaining, 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, ceilSeconds(closest.Reset), 10)
+	mark(rateLimitNames[1])
+	for j, s := range []*limiter.Status{rate, quota} {
+		if s == nil {
+			continue
+		}
+		b = strconv.AppendInt(b, s.Limit.Limit, 10)
+		mark(rateLimitNames[2+3*j])
+		b = strconv.AppendInt(b, s.Remaining, 10)
+		mark(rateLimitNames[3+3*j])
+		b = strconv.AppendInt(b, ceilSeconds(s.Reset), 10)
+		mark(rateLimitNames[4+3*j])
 	}
-	return dst
+	all := string(b)
+	start := 0
+	for i := range n {
+		x.headers[i] = header{names[i], all[start:ends[i]]}
+		start = ends[i]
+	}
+	x.nheaders = n
 }
 
 // closer returns whichever status is closer to exhaustion: fewer units
@@ -263,20 +292,19 @@ func windowSeconds(s *limiter.Status, now time.Time) int64 {
 	return ceilSeconds(end.Sub(start))
 }
 
-// writeSFString writes s as a structured-field string (RFC 8941).
-func writeSFString(b *strings.Builder, s string) {
-	b.WriteByte('"')
+// appendSFString appends s as a structured-field string (RFC 8941).
+func appendSFString(b []byte, s string) []byte {
+	b = append(b, '"')
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
+			b = append(b, '\\', c)
 		case c < 0x20 || c >= 0x7f:
-			b.WriteByte('?')
+			b = append(b, '?')
 		default:
-			b.WriteByte(c)
+			b = append(b, c)
 		}
 	}
-	b.WriteByte('"')
+	return append(b, '"')
 }

@@ -37,8 +37,9 @@ type exchange struct {
 	decision  limiter.Decision
 	decided   bool
 	// headers are the rate-limit response headers, computed once.
-	headers [][2]string
-	shadow  string
+	headers  [len(rateLimitNames)]header
+	nheaders int
+	shadow   string
 }
 
 type exchangeKey struct{}

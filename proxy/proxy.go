@@ -146,27 +146,31 @@ func (p *Proxy) rewrite(up *url.URL) func(*httputil.ProxyRequest) {
 		if x.peer.trusted && pr.In.Header.Get("X-Forwarded-Proto") != "" {
 			h.Set("X-Forwarded-Proto", pr.In.Header.Get("X-Forwarded-Proto"))
 		}
-		setIf(h, "X-Gaia-Subject", x.subject.ID)
-		setIf(h, "X-Gaia-User", x.subject.User)
-		setIf(h, "X-Gaia-Key-Id", x.subject.KeyID)
-		setIf(h, "X-Gaia-Plan", x.subject.Plan)
-		setIf(h, "X-Gaia-Shadow-Limited", x.shadow)
+		vals := [...]string{x.subject.ID, x.subject.User, x.subject.KeyID, x.subject.Plan, x.shadow}
+		held := make([]string, 0, len(vals)) // one allocation for all of them
+		for i, k := range [...]string{"X-Gaia-Subject", "X-Gaia-User", "X-Gaia-Key-Id", "X-Gaia-Plan", "X-Gaia-Shadow-Limited"} {
+			if vals[i] != "" {
+				held = append(held, vals[i])
+				h[k] = held[len(held)-1 : len(held) : len(held)]
+			}
+		}
 	}
 }
 
-func setIf(h http.Header, k, v string) {
-	if v != "" {
-		h[k] = []string{v}
-	}
-}
-
-// modifyResponse adds the rate-limit headers to the upstream's answer
-// (replacing any it sent) and refunds count-success quotas when the
+// modifyResponse drops rate-limit headers the upstream sent (ours are
+// already on the response), and refunds count-success quotas when the
 // upstream did not succeed.
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	x := exchangeFrom(resp.Request.Context())
 	p.answered(x, resp.StatusCode)
-	setHeaders(resp.Header, x)
+	if x.nheaders > 0 {
+		for _, name := range rateLimitNames {
+			delete(resp.Header, name)
+		}
+	}
+	if x.shadow != "" {
+		delete(resp.Header, "X-Gaia-Shadow-Limited")
+	}
 	if resp.StatusCode >= 400 {
 		p.refund(resp.Request.Context(), x)
 	}
@@ -190,7 +194,6 @@ func (p *Proxy) answered(x *exchange, status int) {
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	x := exchangeFrom(r.Context())
 	p.refund(context.WithoutCancel(r.Context()), x)
-	setHeaders(w.Header(), x)
 	if r.Context().Err() != nil {
 		// The caller went away; nobody reads this answer.
 		w.WriteHeader(499)

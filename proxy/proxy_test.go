@@ -495,8 +495,10 @@ func TestRateLimitHeaderSyntax(t *testing.T) {
 	}}
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	got := map[string]string{}
-	for _, kv := range rateLimitHeaders(nil, &d, now) {
-		got[kv[0]] = kv[1]
+	x := &exchange{}
+	rateLimitHeaders(x, &d, now)
+	for _, kv := range x.headers[:x.nheaders] {
+		got[kv.name] = kv.value
 	}
 	want := map[string]string{
 		"Ratelimit-Policy":      `"free-1s";q=10;w=1, "free-1m";q=300;w=60, "free-daily";q=10000;w=86400`,
@@ -516,10 +518,8 @@ func TestRateLimitHeaderSyntax(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("got %d headers, want %d: %v", len(got), len(want), got)
 	}
-	var b strings.Builder
-	writeSFString(&b, `a"b\c`+"\n")
-	if b.String() != `"a\"b\\c?"` {
-		t.Errorf("sf-string = %s", b.String())
+	if b := appendSFString(nil, `a"b\c`+"\n"); string(b) != `"a\"b\\c?"` {
+		t.Errorf("sf-string = %s", b)
 	}
 }
 
