@@ -217,7 +217,7 @@ type Journal struct {
 	full     bool   // dropping violations: logged once per episode
 	lost     uint64 // dropped in this episode
 	last     time.Time
-	failed   bool
+	f        flushing
 }
 
 // NewJournal returns a Journal writing to store; o may be nil.
@@ -250,6 +250,7 @@ func NewJournal(store JournalStore, o *JournalOptions) *Journal {
 	if j.o.Now == nil {
 		j.o.Now = time.Now
 	}
+	j.f = flushing{what: "journal", pending: "violations and roll-ups", every: j.o.FlushInterval, timeout: j.o.WriteTimeout, logf: j.o.Logf}
 	return j
 }
 
@@ -362,18 +363,7 @@ func mod(a, b int64) int64 { return ((a % b) + b) % b }
 // Run flushes every FlushInterval until ctx is done. Errors are logged
 // (the first failure and the recovery, one line each) and retried on
 // the next tick. At shutdown, call Flush after Run returns.
-func (j *Journal) Run(ctx context.Context) {
-	tick := time.NewTicker(j.o.FlushInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			_ = j.Flush(ctx) // logged by Flush; the data stays pending
-		}
-	}
-}
+func (j *Journal) Run(ctx context.Context) { j.f.run(ctx, j.Flush) }
 
 // Flush writes the violations buffered and the roll-up rows changed
 // since the last write, with their absolute counts, then forgets written
@@ -415,9 +405,7 @@ func (j *Journal) Flush(ctx context.Context) error {
 		if n == 0 {
 			return nil
 		}
-		wctx, cancel := context.WithTimeout(ctx, j.o.WriteTimeout)
-		defer cancel()
-		if err := f(wctx); err != nil {
+		if err := j.f.bounded(ctx, f); err != nil {
 			return fmt.Errorf("write %d %s: %w", n, what, err)
 		}
 		return nil
@@ -452,17 +440,11 @@ func (j *Journal) Flush(ctx context.Context) error {
 	if err := errors.Join(verr, rerr); err != nil {
 		j.since = j.flying
 		err = fmt.Errorf("quota: journal: %w", err)
-		if !j.failed && ctx.Err() == nil {
-			j.failed = true
-			j.o.Logf("journal write failed, keeping violations and roll-ups pending and retrying every %v: %v", j.o.FlushInterval, err)
-		}
+		j.f.result(ctx, err, nil)
 		return err
 	}
 	j.last = j.o.Now()
-	if j.failed {
-		j.failed = false
-		j.o.Logf("journal write recovered: %d violations and %d roll-ups written", nv, len(rollups))
-	}
+	j.f.result(ctx, nil, func() string { return fmt.Sprintf("%d violations and %d roll-ups written", nv, len(rollups)) })
 	if j.full {
 		j.full = false
 		j.o.Logf("journal buffer drained: %d violations were dropped while it was full", j.lost)
@@ -488,7 +470,7 @@ func (j *Journal) Stats() JournalStats {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	s := JournalStats{PendingViolations: len(j.viols) + j.nFlying, PendingRollups: j.nPending,
-		DroppedViolations: j.dropped, LastFlush: j.last, Healthy: !j.failed}
+		DroppedViolations: j.dropped, LastFlush: j.last, Healthy: !j.f.failed}
 	oldest := j.since
 	if j.busy {
 		oldest = j.flying

@@ -65,7 +65,7 @@ type Recorder struct {
 	full     bool   // dropping: logged once per episode
 	lost     uint64 // dropped in this episode
 	last     time.Time
-	failed   bool // the last write failed
+	f        flushing
 }
 
 var _ limiter.Ledger = (*Recorder)(nil)
@@ -91,6 +91,7 @@ func NewRecorder(store Store, o *RecorderOptions) *Recorder {
 	if r.o.Now == nil {
 		r.o.Now = time.Now
 	}
+	r.f = flushing{what: "quota ledger", pending: "usage", every: r.o.FlushInterval, timeout: r.o.WriteTimeout, logf: r.o.Logf}
 	return r
 }
 
@@ -178,18 +179,7 @@ func later(a, b limiter.CounterValue) limiter.CounterValue {
 // Run flushes every FlushInterval until ctx is done. Flush errors are
 // logged (the first failure and the recovery, one line each) and
 // retried on the next tick. At shutdown, call Flush after Run returns.
-func (r *Recorder) Run(ctx context.Context) {
-	tick := time.NewTicker(r.o.FlushInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			_ = r.Flush(ctx) // logged by Flush; the values stay pending
-		}
-	}
-}
+func (r *Recorder) Run(ctx context.Context) { r.f.run(ctx, r.Flush) }
 
 // Flush writes everything pending now in one Write. On error the values
 // stay pending, merged with newer ones, for the next flush.
@@ -212,9 +202,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	for _, v := range batch {
 		values = append(values, *v)
 	}
-	wctx, cancel := context.WithTimeout(ctx, r.o.WriteTimeout)
-	err := r.store.Write(wctx, values)
-	cancel()
+	err := r.f.bounded(ctx, func(ctx context.Context) error { return r.store.Write(ctx, values) })
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -227,17 +215,11 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		}
 		r.since = r.flying // the batch is older than anything recorded since
 		err = fmt.Errorf("quota: write %d counters: %w", len(values), err)
-		if !r.failed && ctx.Err() == nil {
-			r.failed = true
-			r.o.Logf("quota ledger write failed, keeping usage pending and retrying every %v: %v", r.o.FlushInterval, err)
-		}
+		r.f.result(ctx, err, nil)
 		return err
 	}
 	r.last = r.o.Now()
-	if r.failed {
-		r.failed = false
-		r.o.Logf("quota ledger write recovered: %d counters written", len(values))
-	}
+	r.f.result(ctx, nil, func() string { return fmt.Sprintf("%d counters written", len(values)) })
 	if r.full {
 		r.full = false
 		r.o.Logf("quota ledger buffer drained: %d usage updates were dropped while it was full", r.lost)
@@ -250,7 +232,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 func (r *Recorder) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := Stats{Pending: len(r.pending) + len(r.inflight) - r.overlap, Dropped: r.dropped, LastFlush: r.last, Healthy: !r.failed}
+	s := Stats{Pending: len(r.pending) + len(r.inflight) - r.overlap, Dropped: r.dropped, LastFlush: r.last, Healthy: !r.f.failed}
 	oldest := r.since
 	if len(r.inflight) > 0 {
 		oldest = r.flying

@@ -1,0 +1,56 @@
+package quota
+
+import (
+	"context"
+	"time"
+)
+
+// flushing is what the Recorder and the Journal share: a loop that
+// flushes every interval, writes bounded by a timeout, and one log line
+// when writes start failing and one when they recover, not one per tick.
+// The owner guards failed with its own lock.
+type flushing struct {
+	what    string // "quota ledger", "journal"
+	pending string // what stays queued while writes fail
+	every   time.Duration
+	timeout time.Duration
+	logf    func(format string, args ...any)
+	failed  bool // the last write failed
+}
+
+// run calls flush every interval until ctx is done. Errors are logged by
+// result and retried on the next tick.
+func (f *flushing) run(ctx context.Context, flush func(context.Context) error) {
+	tick := time.NewTicker(f.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			_ = flush(ctx)
+		}
+	}
+}
+
+// bounded calls write with the write timeout, so a store that hangs is
+// retried rather than waited on forever.
+func (f *flushing) bounded(ctx context.Context, write func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	return write(ctx)
+}
+
+// result records a write's outcome and logs a change: the first failure
+// (unless ctx ended: a shutdown's last flush follows), and the recovery,
+// saying what it wrote.
+func (f *flushing) result(ctx context.Context, err error, written func() string) {
+	switch {
+	case err != nil && !f.failed && ctx.Err() == nil:
+		f.failed = true
+		f.logf("%s write failed, keeping %s pending and retrying every %v: %v", f.what, f.pending, f.every, err)
+	case err == nil && f.failed:
+		f.failed = false
+		f.logf("%s write recovered: %s", f.what, written())
+	}
+}
