@@ -52,42 +52,7 @@ func TestTopUsage(t *testing.T) {
 }
 
 func TestPrune(t *testing.T) {
-	ctx := context.Background()
-	s := pgStore(t)
-	jan := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	feb := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
-	mar := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	var counters []limiter.Counter
-	var values []limiter.CounterValue
-	for _, key := range []string{"{user:a}:q:monthly", "{user:b}:q:monthly"} {
-		for _, start := range []time.Time{jan, feb, mar} {
-			c := limiter.Counter{Key: key, Start: start}
-			counters = append(counters, c)
-			values = append(values, limiter.CounterValue{Counter: c, Used: 1, Seq: 1})
-		}
-	}
-	if err := s.Write(ctx, values); err != nil {
-		t.Fatal(err)
-	}
-	n, err := s.Prune(ctx, mar)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n != 4 {
-		t.Errorf("Prune: got %d deleted, want 4", n)
-	}
-	got, err := s.Load(ctx, counters)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range got {
-		if kept := v.Seq == 1; kept != !v.Start.Before(mar) {
-			t.Errorf("%s %s: kept=%v, want %v", v.Key, v.Start.Format("2006-01"), kept, !kept)
-		}
-	}
-	if n, err := s.Prune(ctx, mar); err != nil || n != 0 {
-		t.Errorf("second Prune: got %d, %v, want 0, nil", n, err)
-	}
+	quotatest.RunPrune(t, func(t *testing.T) quotatest.Prune { return pgStore(t) })
 }
 
 // TestWriteSubSecond: a Start with a fraction of a second is the counter
