@@ -26,9 +26,11 @@ defaults: {plan: free}
 plans:
   anonymous: {rate: [{limit: 1000, window: 1s}]}
   free: {rate: [{limit: 2, window: 1h}]}
+  open: {rate: [{limit: 1000, window: 1s}]}
 keys:
   - {id: a, key: key-a}
   - {id: b, key: key-b}
+  - {id: k, key: key-k, plan: open}
 `
 
 // twoReplicas starts two replicas sharing Redis and PostgreSQL (reached

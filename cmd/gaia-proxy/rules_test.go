@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,37 +10,10 @@ import (
 	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
 )
 
-const rulesConfig = `
-listen: 127.0.0.1:0
-upstream: {{UPSTREAM}}
-admin: {listen: 127.0.0.1:0}
-data_dir: {{DATA}}
-redis: {url: "REDISURL", key_prefix: "PREFIX", timeout: 2s}
-database: {url: "DBURL"}
-defaults: {plan: free}
-plans:
-  anonymous: {rate: [{limit: 1000, window: 1s}]}
-  free: {rate: [{limit: 1000, window: 1s}]}
-keys:
-  - {id: k, key: key-k}
-`
-
 // TestRuntimeRuleReachesReplicas writes a rule through one replica's admin
 // API: the other enforces it within 2 s, and stops when it expires.
 func TestRuntimeRuleReachesReplicas(t *testing.T) {
-	text := strings.NewReplacer("REDISURL", testenv.RedisURL(t), "PREFIX", testenv.Prefix(t), "DBURL", testenv.Schema(t)).Replace(rulesConfig)
-	up := newUpstream(t)
-	var replicas []*instance
-	for i := range 2 {
-		dir := t.TempDir()
-		file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)
-		if i == 0 {
-			replicas = append(replicas, startMigrated(t, file))
-		} else {
-			replicas = append(replicas, start(t, file))
-		}
-	}
-	a, b := replicas[0], replicas[1]
+	a, b := twoReplicas(t, testenv.Schema(t))
 	status := func(in *instance) int {
 		resp, _ := call(t, in.proxy+"/r", "X-API-Key: key-k")
 		return resp.StatusCode
