@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -12,15 +13,22 @@ import (
 // call is one operation of the script on its way to Redis and back.
 // Decide calls of one slot share one script call.
 type call struct {
-	op   byte     // 'D'ecide, 'U'ndo, 'S'eed or 'R'efund
-	keys []string // the counters it names
+	op   byte     // 'D'ecide, 'U'ndo, 'S'eed, 'R'efund or reset ('X')
+	keys []string // the keys it names
 	slot int      // their slot in a cluster, else 0
 	blob packer   // the packed arguments of other operations than Decide
 
-	// A decide call's request: now (µs; -1 means Redis TIME), cost, and
-	// its limits.
+	// A decide call's request: its plan, now (µs; -1 means Redis TIME),
+	// cost, limits and counters; see decide.go.
+	plan      wire
 	now, cost int64
 	items     []citem
+	ctrs      []cctr
+	nw        int // windows, the first counters
+	// The decision, read from the reply.
+	t                int64
+	allowed, missing bool
+
 	// undone is, for an undo call, the cost taken back from the counter
 	// of each item of the decide call it undoes, or -1.
 	undone []int64
@@ -30,6 +38,13 @@ type call struct {
 
 	state atomic.Int32 // pending, delivered or abandoned
 	done  chan struct{}
+
+	// Room for a typical decide call, so that it takes one allocation.
+	itemBuf [4]citem
+	ctrBuf  [4]cctr
+	keyBuf  [4]string
+	planBuf [320]byte
+	fmtBuf  [64]byte
 }
 
 const (
@@ -37,15 +52,6 @@ const (
 	delivered
 	abandoned
 )
-
-// citem is a limit of a decide call.
-type citem struct {
-	ki                 int // index of its (first candidate) key in call.keys
-	nc                 int // number of candidate quota periods; 0 for a rate limit
-	rate, shadow       bool
-	limit, cost, width int64
-	ends               [3]int64 // ends of the candidate periods, µs
-}
 
 // work sends the calls of the queue, a batch at a time, until Close.
 func (s *Store) work() {
@@ -78,6 +84,15 @@ func (s *Store) work() {
 	}
 }
 
+// Bounds of one script call. The script reads its keys with one MGET and
+// its arguments with one struct.unpack, and packs its reply with one
+// struct.pack: Lua passes at most 8000 values to a C function.
+const (
+	maxEvalKeys   = 4000
+	maxEvalValues = 4000
+	maxEvalPlans  = 255
+)
+
 // exec sends batch in one round trip: one script call per slot for its
 // decide calls, one per other call, in one pipeline (or alone). Calls
 // whose callers left are not sent.
@@ -95,20 +110,26 @@ func (s *Store) exec(batch []*call, cmds []*redis.Cmd) {
 			evals = append(evals, eval{calls: []*call{c}})
 		default:
 			g, ok := groups[c.slot]
-			if !ok || evals[g].nkeys+len(c.keys) > maxEvalKeys {
+			nv := c.values()
+			if !ok || evals[g].nkeys+len(c.keys) > maxEvalKeys || evals[g].nvalues+nv > maxEvalValues || len(evals[g].calls) >= maxEvalPlans {
 				g = len(evals)
 				groups[c.slot] = g
 				evals = append(evals, eval{})
 			}
 			evals[g].calls = append(evals[g].calls, c)
 			evals[g].nkeys += len(c.keys)
+			evals[g].nvalues += nv
 		}
 	}
 	if len(evals) == 0 {
 		return
 	}
+	rs, qs := rateSlack, quotaSlack
+	if s.now != nil {
+		rs, qs = rateSlackFake, quotaSlackFake
+	}
 	for i := range evals {
-		evals[i].build()
+		evals[i].build(rs, qs)
 	}
 	s.stats.roundTrips.Add(1)
 	s.stats.calls.Add(int64(len(evals)))
@@ -116,13 +137,13 @@ func (s *Store) exec(batch []*call, cmds []*redis.Cmd) {
 	run := func(only func(cmd *redis.Cmd) bool) {
 		if len(evals) == 1 {
 			e := &evals[0]
-			cmds[0] = s.rdb.EvalSha(ctx, s.script.sha, e.keys, e.op, e.blob)
+			cmds[0] = s.rdb.EvalSha(ctx, s.script.sha, e.keys, e.args()...)
 			return
 		}
 		pipe := s.rdb.Pipeline()
 		for i, e := range evals {
 			if only == nil || only(cmds[i]) {
-				cmds[i] = pipe.EvalSha(ctx, s.script.sha, e.keys, e.op, e.blob)
+				cmds[i] = pipe.EvalSha(ctx, s.script.sha, e.keys, e.args()...)
 			}
 		}
 		_, _ = pipe.Exec(ctx) // each command carries its own error
@@ -138,88 +159,107 @@ func (s *Store) exec(batch []*call, cmds []*redis.Cmd) {
 	}
 }
 
-// maxEvalKeys bounds the keys of one script call, which the script
-// reads with one MGET: Lua passes at most 8000 values to a C function.
-const maxEvalKeys = 4000
-
 // eval is one script call: one call other than Decide, or the decide
 // calls of one slot.
 type eval struct {
-	calls []*call
-	nkeys int // keys of calls, an upper bound of len(keys)
-	op    string
-	keys  []string
-	blob  []byte
+	calls   []*call
+	nkeys   int // keys of calls, an upper bound of len(keys)
+	nvalues int // values the script unpacks, an upper bound
+	op      string
+	keys    []string
+	blob    []byte
+	format  []byte // decide: the format of blob
 }
 
-// build packs the calls of e into one script call.
-func (e *eval) build() {
+func (e *eval) args() []any {
+	if e.format != nil {
+		return []any{e.op, e.blob, e.format}
+	}
+	return []any{e.op, e.blob}
+}
+
+// build packs the calls of e into one script call; decide calls get the
+// TTL slacks rs and qs.
+func (e *eval) build(rs, qs time.Duration) {
 	c := e.calls[0]
 	e.op = string(c.op)
 	if c.op != 'D' {
 		e.keys, e.blob = c.keys, c.blob
 		return
 	}
-	n, size := 0, 2
+	// The plans, once each, then the requests.
+	size, fsize := 24, 8
 	for _, c := range e.calls {
-		n += len(c.keys)
-		size += 34 + 29*len(c.items) + 10*len(c.keys)
+		size += len(c.plan.b) + 17 + 2*len(c.keys)
+		fsize += len(c.plan.f) + 3 + len(c.keys)
 	}
-	e.keys = make([]string, 0, n)
-	index := make(map[string]int, n)
-	p := make(packer, 0, size).u16(len(e.calls))
-	for _, c := range e.calls {
-		rs, qs := rateSlack, quotaSlack
-		if c.now >= 0 {
-			rs, qs = rateSlackFake, quotaSlackFake
-		}
-		p = p.num(c.now).num(c.cost).num(rs.Milliseconds()).num(qs.Milliseconds()).u16(len(c.items))
-		for i := range c.items {
-			it := &c.items[i]
-			shadow := 0
-			if it.shadow {
-				shadow = 1
+	w := wire{b: make(packer, 0, size), f: make([]byte, 0, fsize)}
+	w.f = append(w.f, '<')
+	w.u16(len(e.calls))
+	at := len(w.b)
+	w.u8(0) // plans, below
+	w.num(rs.Milliseconds())
+	w.num(qs.Milliseconds())
+	plans := make([]int, len(e.calls)) // plan of each call, from 1
+	var uniq []*call
+	for i, c := range e.calls {
+		for j, u := range uniq {
+			if string(u.plan.b) == string(c.plan.b) {
+				plans[i] = j + 1
+				break
 			}
-			key := func(j int) int {
-				k := c.keys[it.ki+j]
-				x, ok := index[k]
-				if !ok {
-					e.keys = append(e.keys, k)
-					x = len(e.keys) // KEYS is 1-based
+		}
+		if plans[i] == 0 {
+			uniq = append(uniq, c)
+			plans[i] = len(uniq)
+			w.b = append(w.b, c.plan.b...)
+			w.f = append(w.f, c.plan.f...)
+		}
+	}
+	w.b[at] = byte(len(uniq))
+	e.keys = make([]string, 0, e.nkeys)
+	var index map[string]int
+	if len(e.calls) > 1 {
+		index = make(map[string]int, e.nkeys)
+	}
+	for i, c := range e.calls {
+		w.u8(plans[i])
+		w.num(c.now)
+		w.num(c.cost)
+		for _, k := range c.keys {
+			x, ok := index[k]
+			if !ok {
+				e.keys = append(e.keys, k)
+				x = len(e.keys) // KEYS is 1-based
+				if index != nil {
 					index[k] = x
 				}
-				return x
 			}
-			if it.rate {
-				p = p.u8(1).u8(shadow).num(it.limit).num(it.cost).num(it.width).u16(key(0))
-				continue
-			}
-			p = p.u8(2).u8(shadow).num(it.limit).num(it.cost).u8(it.nc)
-			for j := range it.nc {
-				p = p.num(it.ends[j]).u16(key(j))
-			}
+			w.u16(x)
 		}
 	}
-	e.blob = p
+	e.blob, e.format = w.b, w.f
 }
 
 // deliver splits res, the reply of e, among its calls.
 func (e *eval) deliver(s *Store, res string, err error) {
-	if err == nil && e.op == "D" {
-		n := 0
+	if err != nil || e.op != "D" {
 		for _, c := range e.calls {
-			n += replyHead + replyItem*len(c.items)
-		}
-		if n != len(res) {
-			err = fmt.Errorf("redisstore: script replied %d bytes for %d decisions, want %d", len(res), len(e.calls), n)
-		}
-	}
-	for _, c := range e.calls {
-		if err != nil || e.op != "D" {
 			c.deliver(s, res, err)
-			continue
 		}
-		n := replyHead + replyItem*len(c.items)
+		return
+	}
+	for i, c := range e.calls {
+		n, err := c.decode(res)
+		if err == nil && i == len(e.calls)-1 && n != len(res) {
+			err = fmt.Errorf("redisstore: script replied %d bytes more than %d decisions take", len(res)-n, len(e.calls))
+		}
+		if err != nil {
+			for _, c := range e.calls[i:] {
+				c.deliver(s, "", err)
+			}
+			return
+		}
 		c.deliver(s, res[:n], nil)
 		res = res[n:]
 	}
@@ -320,70 +360,6 @@ func (s *Store) waitAll(ctx context.Context, calls []*call) error {
 		}
 	}
 	return err
-}
-
-// undoCall returns the call that takes back the charges of decide call
-// c (only those of counters charged by shadow limits alone, with
-// onlyShadow), or nil when there is nothing to take back.
-func (s *Store) undoCall(c *call, onlyShadow bool) *call {
-	if c.items == nil || len(c.res) != replyHead+replyItem*len(c.items) || replyFlag(c.res) != 1 {
-		return nil
-	}
-	key := func(k int) string {
-		cand := 0
-		if _, flags, _, _, _ := replyAt(c.res, k); !c.items[k].rate {
-			cand = int(flags / flagCand)
-		}
-		return c.keys[c.items[k].ki+cand]
-	}
-	charged := func(k int) bool {
-		_, flags, _, _, _ := replyAt(c.res, k)
-		return flags&flagCharged != 0
-	}
-	u := &call{op: 'U', slot: c.slot, undone: make([]int64, len(c.items)), done: make(chan struct{})}
-	for k := range u.undone {
-		u.undone[k] = -1
-	}
-	var p packer
-	n := 0
-	for k, it := range c.items {
-		if u.undone[k] >= 0 {
-			continue
-		}
-		kk := key(k)
-		// The counter was charged the cost of its first limit, k, if any
-		// of its limits was charged.
-		var same []int
-		was, enforced := false, false
-		for m := k; m < len(c.items); m++ {
-			if m == k || key(m) == kk {
-				same = append(same, m)
-				if charged(m) {
-					was = true
-					enforced = enforced || !c.items[m].shadow
-				}
-			}
-		}
-		if !was || (onlyShadow && enforced) {
-			continue
-		}
-		_, _, _, _, x := replyAt(c.res, k) // bucket or seq
-		kind := 2
-		if it.rate {
-			kind = 1
-		}
-		u.keys = append(u.keys, kk)
-		p = p.u8(kind).num(it.cost).num(x)
-		n++
-		for _, m := range same {
-			u.undone[m] = it.cost
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	u.blob = append(packer{}.u16(n), p...)
-	return u
 }
 
 // undoWait sends undo calls and waits for them as long as ctx allows;

@@ -1,12 +1,42 @@
+// Benchmarks of the store against go-redis/redis_rate on one Redis.
+//
+//	redis-server --port 6390 --save "" --appendonly no --daemonize yes
+//	GAIA_TEST_REDIS_URL=redis://127.0.0.1:6390/0 go test ./limiter/redisstore \
+//		-run '^$' -bench 'Decide|RedisRate' -benchmem -count=3 -benchtime=3s
+//
+// Measured on the 2-core development machine (Redis 7.0.15, Go 1.26, a
+// dedicated redis-server, other load present; medians of 3):
+//
+//	                      decisions/s   Redis CPU µs/dec   Go CPU µs/dec   allocs/op
+//	Decide, callers=1            3,400        145 (1/call)         175            31
+//	Decide, callers=16          18,800         40 (5/call)          37            16
+//	Decide, callers=64          32,300         25 (20/call)         20            13
+//	RedisRate, callers=1         4,700         88                   105            22
+//	RedisRate, callers=16       28,000         29                    30            22
+//	RedisRate, callers=64       27,500         31                    33            22
+//
+// At 64 callers the store decides 1.17 times as many requests (3 rate
+// windows and a quota each) as redis_rate Allows (one limit), at 0.8 of
+// its Redis CPU. The store before this layout (one key per counter, 4
+// workers), in the same setup: 17,800 decisions/s and 53 µs of Redis
+// CPU per decision at 64 callers, 0.55 times redis_rate, 29 allocs/op.
+//
+// Redis CPU is INFO's used_cpu_sys+user per decision; it includes
+// reading requests and writing replies, which batching shares. Script
+// time alone (callgrind, machine instructions inside EVALSHA, steady
+// state): about 100,000 per decision at 16 decisions per script call,
+// against 204,000 before, and 40,000 for one redis_rate Allow.
 package redisstore_test
 
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,24 +68,57 @@ func realistic(i int) []limiter.Limit {
 	}
 }
 
-// redisCPU returns the CPU time the Redis server has used.
-func redisCPU(b *testing.B, rdb *redis.Client) time.Duration {
-	info, err := rdb.Info(context.Background(), "cpu").Result()
+// redisUsage is what INFO says a Redis server has spent: its CPU time,
+// and the time it spent running EVALSHA (INFO commandstats), which
+// leaves out reading requests and writing replies.
+type redisUsage struct {
+	cpu, evalsha time.Duration
+	calls        int64
+}
+
+// usage reads INFO cpu and commandstats. The counters only grow (nothing
+// here resets them), so the difference of two readings is what happened
+// in between, whoever else uses the server.
+func usage(b *testing.B, rdb *redis.Client) redisUsage {
+	info, err := rdb.Info(context.Background(), "cpu", "commandstats").Result()
 	if err != nil {
 		b.Fatal(err)
 	}
-	var total float64
+	var u redisUsage
 	for _, line := range strings.Split(info, "\r\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+		k, v, ok := strings.Cut(line, ":")
+		switch {
+		case !ok:
+		case k == "used_cpu_sys" || k == "used_cpu_user":
 			f, _ := strconv.ParseFloat(v, 64)
-			total += f
+			u.cpu += time.Duration(f * float64(time.Second))
+		case k == "cmdstat_evalsha":
+			for _, kv := range strings.Split(v, ",") {
+				name, val, _ := strings.Cut(kv, "=")
+				n, _ := strconv.ParseInt(val, 10, 64)
+				switch name {
+				case "calls":
+					u.calls = n
+				case "usec":
+					u.evalsha = time.Duration(n) * time.Microsecond
+				}
+			}
 		}
 	}
-	return time.Duration(total * float64(time.Second))
+	return u
+}
+
+// processCPU returns the CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // runCallers runs f b.N times from callers goroutines and reports
-// decisions per second, and the Redis server's CPU time per decision.
+// decisions per second, the CPU time per decision of this process and of
+// the Redis server, the part of the latter spent running scripts, and
+// decisions per script call.
 func runCallers(b *testing.B, rdb *redis.Client, callers int, f func(i int) error) {
 	var (
 		next     atomic.Int64
@@ -63,7 +126,8 @@ func runCallers(b *testing.B, rdb *redis.Client, callers int, f func(i int) erro
 		errs     atomic.Int64
 		firstErr atomic.Value
 	)
-	cpu := redisCPU(b, rdb)
+	before := usage(b, rdb)
+	cpu0 := processCPU()
 	b.ResetTimer()
 	start := time.Now()
 	for range callers {
@@ -86,17 +150,25 @@ func runCallers(b *testing.B, rdb *redis.Client, callers int, f func(i int) erro
 	if n := errs.Load(); n > 0 {
 		b.Fatalf("%d errors, first: %v", n, firstErr.Load())
 	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "decisions/s")
-	b.ReportMetric(float64((redisCPU(b, rdb)-cpu).Microseconds())/float64(b.N), "redis-µs/decision")
+	cpu := processCPU() - cpu0
+	after := usage(b, rdb)
+	n := float64(b.N)
+	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/n, "go-µs/decision")
+	b.ReportMetric(n/elapsed.Seconds(), "decisions/s")
+	b.ReportMetric(float64((after.cpu-before.cpu).Nanoseconds())/1e3/n, "redis-µs/decision")
+	b.ReportMetric(float64((after.evalsha-before.evalsha).Nanoseconds())/1e3/n, "evalsha-µs/decision")
+	b.ReportMetric(n/float64(after.calls-before.calls), "decisions/call")
 }
 
 // BenchmarkDecide decides realistic requests (3 rate windows and a
-// quota) of 1000 subjects through a Limiter.
+// quota) of 1000 subjects through a Limiter. GAIA_BENCH_WORKERS sets
+// Options.Workers.
 func BenchmarkDecide(b *testing.B) {
 	rdb := testenv.Redis(b)
 	for _, callers := range benchCallers {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
-			s := redisstore.New(rdb, &redisstore.Options{Prefix: testenv.Prefix(b)})
+			workers, _ := strconv.Atoi(os.Getenv("GAIA_BENCH_WORKERS"))
+			s := redisstore.New(rdb, &redisstore.Options{Prefix: testenv.Prefix(b), Workers: workers})
 			defer s.Close()
 			lim := limiter.New(s, &limiter.Options{Timeout: time.Second})
 			ctx := context.Background()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -309,8 +310,8 @@ func TestNoScript(t *testing.T) {
 	}
 }
 
-// TestTTL checks that counters expire by themselves: a rate counter just
-// after its window, a quota counter just after its period.
+// TestTTL checks that counters expire by themselves: a window string
+// soon after its window, a quota counter just after its period.
 func TestTTL(t *testing.T) {
 	rdb := testenv.Redis(t)
 	s := New(rdb, &Options{Prefix: testenv.Prefix(t)})
@@ -325,11 +326,12 @@ func TestTTL(t *testing.T) {
 	}
 	ctx := t.Context()
 	g := limiter.BucketWidth(time.Second)
-	rttl := rdb.PTTL(ctx, s.rateKey(lim[0].Key, g.Microseconds())).Val()
+	wkey, _ := s.windowKey(lim[0].Key)
+	rttl := rdb.PTTL(ctx, wkey).Val()
 	// Units leave the window (Buckets, Buckets+1] bucket widths after now,
-	// and the counter lives a second more.
-	if hi := time.Duration(limiter.Buckets+1)*g + rateSlack; rttl <= rateSlack || rttl > hi {
-		t.Errorf("rate counter TTL = %v, want in (%v, %v]", rttl, rateSlack, hi)
+	// and the string lives a second more, and a quarter window more.
+	if hi := time.Duration(limiter.Buckets+1)*g*5/4 + rateSlack + time.Millisecond; rttl <= rateSlack || rttl > hi {
+		t.Errorf("window string TTL = %v, want in (%v, %v]", rttl, rateSlack, hi)
 	}
 	c := d.Statuses[1].Counter
 	_, end := daily{}.Bounds(c.Start)
@@ -337,12 +339,27 @@ func TestTTL(t *testing.T) {
 	if hi := time.Until(end) + quotaSlack + time.Second; qttl <= quotaSlack || qttl > hi {
 		t.Errorf("quota counter TTL = %v, want in (%v, %v]", qttl, quotaSlack, hi)
 	}
-	t.Logf("rate counter TTL %v, quota counter TTL %v", rttl, qttl)
+	t.Logf("window string TTL %v, quota counter TTL %v", rttl, qttl)
+
+	// The next decisions keep both TTLs (SET KEEPTTL): the window string's
+	// still covers its window, the quota's its period.
+	for range 3 {
+		if d, err := s.Decide(ctx, lim, 1); err != nil || !d.Allowed {
+			t.Fatalf("Decide = %v, %v", d, err)
+		}
+	}
+	if r := rdb.PTTL(ctx, wkey).Val(); r > rttl || r <= rateSlack {
+		t.Errorf("window string TTL after more decisions = %v, want in (%v, %v]", r, rateSlack, rttl)
+	}
+	if q := rdb.PTTL(ctx, s.quotaKey(c.Key, c.Start)).Val(); q > qttl || q <= quotaSlack {
+		t.Errorf("quota counter TTL after more decisions = %v, want in (%v, %v]", q, quotaSlack, qttl)
+	}
 }
 
 // TestMemoryPerSubject measures, with MEMORY USAGE, what a subject with
-// three rate windows and a daily quota costs Redis: after one request,
-// and with every window full (a request in each of its 51 buckets).
+// three rate windows (one window string) and a daily quota costs Redis:
+// after one request, and with every window full (a request in each of
+// its 51 buckets).
 func TestMemoryPerSubject(t *testing.T) {
 	rdb := testenv.Redis(t)
 	clock := storetest.NewClock(storetest.Start.Add(time.Hour))
@@ -360,11 +377,17 @@ func TestMemoryPerSubject(t *testing.T) {
 		}
 	}
 	usage := func(l []limiter.Limit, d limiter.Decision) (total int64) {
+		var keys []string
 		for i, x := range l {
 			key := s.quotaKey(x.Key, d.Statuses[i].Counter.Start)
 			if x.Period == nil {
-				key = s.rateKey(x.Key, limiter.BucketWidth(x.Window).Microseconds())
+				key, _ = s.windowKey(x.Key)
 			}
+			if !slices.Contains(keys, key) {
+				keys = append(keys, key)
+			}
+		}
+		for _, key := range keys {
 			n, err := rdb.MemoryUsage(ctx, key).Result()
 			if err != nil {
 				t.Fatalf("MEMORY USAGE %s: %v", key, err)
@@ -399,7 +422,7 @@ func TestMemoryPerSubject(t *testing.T) {
 	clock.Set(end)
 	d = decide(busy)
 	full := usage(busy, d)
-	t.Logf("Redis memory per subject (3 rate windows + 1 quota, 4 keys): %d bytes after one request, %d bytes with every window full", light, full)
+	t.Logf("Redis memory per subject (3 rate windows in one string + 1 quota): %d bytes after one request, %d bytes with every window full", light, full)
 	if light > 600 || full > 900 {
 		t.Errorf("memory per subject = %d, %d bytes, want at most 600, 900", light, full)
 	}
@@ -479,13 +502,17 @@ func TestCallerLeaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	items := []item{s.newItem(&lim[0], 3, time.Now()), s.newItem(&lim[1], 3, time.Now())}
+	items := []item{s.newItem(&lim[0], 3, time.Now(), nil)}
+	items = append(items, s.newItem(&lim[1], 3, time.Now(), items))
 	sent := s.decideCall(lim, items, []int{0, 1}, 3)
 	s.exec([]*call{sent}, make([]*redis.Cmd, 1))
-	if sent.err != nil || replyFlag(sent.res) != 1 {
-		t.Fatalf("decide: %v, flag %d", sent.err, replyFlag(sent.res))
+	if sent.err != nil || !sent.allowed {
+		t.Fatalf("decide: %v, allowed %v", sent.err, sent.allowed)
 	}
 	late := s.decideCall(lim, items, []int{0, 1}, 3)
+	if _, err := late.decode(sent.res); err != nil {
+		t.Fatal(err)
+	}
 	late.abandon()
 	late.deliver(s, sent.res, nil)
 	s.Close() // waits for the undo
@@ -508,3 +535,124 @@ func TestCallerLeaves(t *testing.T) {
 
 var _ rediser = (*redis.Client)(nil)
 var _ rediser = (*redis.ClusterClient)(nil)
+
+// TestWindowStrings drives one store with requests that name random
+// subsets of windows sharing window strings (so that layouts change and
+// windows of other requests ride along), ids shared by windows of two
+// widths, Keys with a string of their own, costs that outgrow 1, 2 and 4
+// byte counts, and resets, and checks every decision and every reset
+// against memstore's.
+func TestWindowStrings(t *testing.T) {
+	rdb := testenv.Redis(t)
+	clock := storetest.NewClock(storetest.Start)
+	s := New(rdb, &Options{Prefix: testenv.Prefix(t), Now: clock.Now})
+	t.Cleanup(func() { s.Close() })
+	ref := memstore.New(clock.Now)
+	tag := "{w" + strconv.FormatInt(time.Now().UnixNano(), 36) + "}"
+	rate := func(key string, limit int64, w time.Duration) limiter.Limit {
+		return limiter.Limit{Name: key + "/" + w.String(), Key: key, Limit: limit, Window: w}
+	}
+	pool := []limiter.Limit{
+		rate(tag+"key:k/r1s", 40, time.Second),
+		rate(tag+"key:k/r1m", 600, time.Minute),
+		rate(tag+"key:k/r5s", 100, 5*time.Second),
+		rate(tag+"key:k/r", 30, time.Second),   // id "r" at two widths:
+		rate(tag+"key:k/r", 50, 2*time.Second), // two windows
+		rate(tag+"key:k/big", 20_000_000_000, 10*time.Second),
+		rate(tag+"key:k/route:x/r1s", 5, time.Second),
+		rate(tag+"solo", 25, time.Second),    // no "/" after the tag
+		rate("plain/r1s", 25, 3*time.Second), // no hash tag
+		{Name: "q", Key: tag + "user:u/qhourly", Limit: 1e12, Period: hourly{}},
+	}
+	pool[1].Shadow = true
+	ctx := t.Context()
+	rng := rand.New(rand.NewPCG(3, 5))
+	var allowed, refused, wide, wider int
+	for n := range 3000 {
+		clock.Advance(time.Duration(rng.IntN(400_000)) * time.Microsecond)
+		var lim []limiter.Limit
+		for _, i := range rng.Perm(len(pool))[:1+rng.IntN(len(pool))] {
+			lim = append(lim, pool[i])
+		}
+		big := rng.IntN(6) == 0
+		if big {
+			lim = []limiter.Limit{pool[5], pool[9], pool[1]} // big costs fit these
+		}
+		if rng.IntN(40) == 0 {
+			got, err := s.Reset(ctx, lim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := ref.Reset(ctx, lim)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("request %d: Reset = %v, want %v", n, got, want)
+			}
+			continue
+		}
+		cost := int64(rng.IntN(4))
+		switch {
+		case big && rng.IntN(2) == 0:
+			cost = int64(rng.IntN(5_000_000_000))
+		case big || rng.IntN(10) == 0:
+			cost = int64(rng.IntN(70_000))
+		}
+		got, err := newLimiter(s).Decide(ctx, lim, cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := limiter.New(ref, nil).Decide(ctx, lim, cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sameDecision(got, want); err != nil {
+			t.Fatalf("request %d (cost %d at +%v): %v", n, cost, clock.Now().Sub(storetest.Start), err)
+		}
+		if want.Allowed {
+			allowed++
+			if cost >= 1<<16 {
+				wide++
+			}
+			if cost >= 1<<32 {
+				wider++
+			}
+		} else {
+			refused++
+		}
+	}
+	t.Logf("%d allowed (%d of cost >= 2^16, %d >= 2^32), %d refused", allowed, wide, wider, refused)
+	if allowed < 100 || refused < 100 || wide < 50 || wider < 20 {
+		t.Errorf("%d allowed (%d, %d wide), %d refused: the requests do not exercise all cases", allowed, wide, wider, refused)
+	}
+}
+
+// TestManyWindows decides requests of 100 windows in one window string
+// and 20 quotas, whose formats and counts outgrow a byte, against
+// memstore's.
+func TestManyWindows(t *testing.T) {
+	rdb := testenv.Redis(t)
+	clock := storetest.NewClock(storetest.Start)
+	s := New(rdb, &Options{Prefix: testenv.Prefix(t), Now: clock.Now})
+	t.Cleanup(func() { s.Close() })
+	ref := memstore.New(clock.Now)
+	tag := "{many" + strconv.FormatInt(time.Now().UnixNano(), 36) + "}"
+	var lim []limiter.Limit
+	for i := range 100 {
+		w := time.Duration(i+1) * 100 * time.Millisecond
+		lim = append(lim, limiter.Limit{Name: "r" + strconv.Itoa(i), Key: tag + "key:k/r" + strconv.Itoa(i), Limit: int64(20 + i), Window: w})
+	}
+	for i := range 20 {
+		lim = append(lim, limiter.Limit{Name: "q" + strconv.Itoa(i), Key: tag + "user:u/q" + strconv.Itoa(i), Limit: int64(1000 + i), Period: hourly{}})
+	}
+	ctx := t.Context()
+	for n := range 200 {
+		clock.Advance(time.Duration(n%7) * 13 * time.Millisecond)
+		got, err := newLimiter(s).Decide(ctx, lim, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := limiter.New(ref, nil).Decide(ctx, lim, 1)
+		if err := sameDecision(got, want); err != nil {
+			t.Fatalf("request %d: %v", n, err)
+		}
+	}
+}

@@ -8,12 +8,22 @@ const numSlots = 16384
 // hashTag returns the part of key between its first "{" and the next
 // "}", when not empty: what Redis Cluster hashes instead of the whole key.
 func hashTag(key string) (string, bool) {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			return key[i+1 : i+1+j], true
-		}
+	if e := tagEnd(key); e >= 0 {
+		i := strings.IndexByte(key, '{')
+		return key[i+1 : e], true
 	}
 	return key, false
+}
+
+// tagEnd returns the index of the "}" that ends key's hash tag, or -1
+// when key has none.
+func tagEnd(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return i + 1 + j
+		}
+	}
+	return -1
 }
 
 // slot returns the Redis Cluster hash slot of key.

@@ -67,6 +67,7 @@ func RunWith(t *testing.T, o Options, newStore func(t *testing.T, clock *Clock) 
 		{"Peek", testPeek},
 		{"SharedCounter", testSharedCounter},
 		{"Concurrent", testConcurrent},
+		{"LargeCounts", testLargeCounts},
 		{"PropertyAnyInterval", testPropertyAnyInterval},
 		{"PropertyUtilisation", testPropertyUtilisation},
 	}
@@ -809,5 +810,34 @@ func testConcurrent(e *env) {
 	e.wantUsed(lim, 100, 100)
 	if d := e.decide(lim, 0); d.Statuses[1].Seq != 100 {
 		e.Errorf("quota seq = %d, want 100", d.Statuses[1].Seq)
+	}
+}
+
+// testLargeCounts checks a window and a quota whose usage grows past what
+// 1, 2 and 4 bytes hold (a store may pack counts): every decision against
+// the reference model, and the quota's usage and seq.
+func testLargeCounts(e *env) {
+	costs := []int64{200, 100, 70_000, 3, 5_000_000_000, 1, 4_000_000_000, 900_000_000, 2, 7, 300}
+	lim := []limiter.Limit{e.rate("big", 10_000_000_000, 10*time.Second)}
+	t := e.clock.Now().Add(time.Hour).Truncate(time.Second).UnixMicro()
+	var reqs []request
+	for round := range 3 {
+		for _, c := range costs {
+			reqs = append(reqs, request{t, c})
+			t += 700_000 + int64(round)*1_300_000
+		}
+	}
+	if _, err := simulate(e.ctx, e.store, e.clock, lim, reqs, true); err != nil {
+		e.Fatal(err)
+	}
+
+	q := []limiter.Limit{e.quota("bigq", 100_000_000_000, hourly{})}
+	var used int64
+	for i, c := range costs {
+		d := e.allow(q, c)
+		used += c
+		if s := d.Statuses[0]; s.Used != used || s.Seq != int64(i+1) {
+			e.Errorf("quota after %d charges: used=%d seq=%d, want %d %d", i+1, s.Used, s.Seq, used, i+1)
+		}
 	}
 }
