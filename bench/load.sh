@@ -102,8 +102,10 @@ run() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
+# Warm up long enough for every one of the 10,000 users to have been seen
+# (their first request of the day loads their quota from the ledger).
 echo "warming up..." >&2
-for t in "${targets[@]}"; do DURATION=2s run "$t" >/dev/null; done
+for t in "${targets[@]}"; do DURATION=${WARMUP:-10s} run "$t" >/dev/null; done
 
 declare -A rps p99 cpu
 for i in $(seq "$ROUNDS"); do

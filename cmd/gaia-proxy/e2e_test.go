@@ -98,11 +98,17 @@ func loadFile(file string) config.LoadOptions { return config.LoadOptions{File: 
 // would, and waits until both ports listen.
 func start(t *testing.T, file string) *instance {
 	t.Helper()
+	return startWith(t, serveOptions{LoadOptions: loadFile(file)})
+}
+
+// startWith is start with serve options of the test's choosing.
+func startWith(t *testing.T, so serveOptions) *instance {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{cancel: cancel, done: make(chan error, 1), logs: &logBuffer{}}
 	ready := make(chan struct{})
 	go func() {
-		in.done <- serve(ctx, serveOptions{LoadOptions: loadFile(file)}, in.logs.logf, func(p, a string) {
+		in.done <- serve(ctx, so, in.logs.logf, func(p, a string) {
 			in.proxy, in.admin = "http://"+p, "http://"+a
 			close(ready)
 		})

@@ -23,21 +23,23 @@ type hotPath struct {
 	close   func()
 }
 
-func openHotPath(cfg config.Redis, logf func(string, ...any)) (*hotPath, error) {
+// openHotPath opens the store of cfg. clock is this process's clock (nil:
+// time.Now); Redis decides by its own.
+func openHotPath(cfg config.Redis, logf func(string, ...any), clock func() time.Time) (*hotPath, error) {
 	rdb, err := newRedis(cfg)
 	if err != nil {
 		return nil, err
 	}
 	if rdb == nil {
 		// memstore cannot hang: no per-decision timer.
-		return &hotPath{mode: "in-process", store: memstore.New(nil), options: limiter.Options{Timeout: -1}, close: func() {}}, nil
+		return &hotPath{mode: "in-process", store: memstore.New(clock), options: limiter.Options{Timeout: -1, Now: clock}, close: func() {}}, nil
 	}
 	mode, err := limiter.ParseFailureMode(cfg.FailureMode)
 	if err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("redis.failure_mode: %w", err)
 	}
-	rs := redisstore.New(rdb, &redisstore.Options{Prefix: cfg.KeyPrefix, Logf: logf})
+	rs := redisstore.New(rdb, &redisstore.Options{Prefix: cfg.KeyPrefix, Logf: logf, Clock: clock})
 	h := &hotPath{
 		mode:  "redis",
 		rdb:   rdb,
@@ -45,8 +47,9 @@ func openHotPath(cfg config.Redis, logf func(string, ...any)) (*hotPath, error) 
 		options: limiter.Options{
 			Name:        "redis",
 			FailureMode: mode,
-			Fallback:    func() limiter.Store { return memstore.New(nil) },
+			Fallback:    func() limiter.Store { return memstore.New(clock) },
 			Timeout:     cfg.Timeout,
+			Now:         clock,
 		},
 		close: func() {
 			rs.Close()

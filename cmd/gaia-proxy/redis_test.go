@@ -155,6 +155,54 @@ func TestReplicasShareRedis(t *testing.T) {
 	}
 }
 
+// TestSkewedClocks runs three replicas whose clocks disagree by seconds
+// across an hour boundary: one believes the next hour is 2 s away, one
+// that it began 2 s ago. Windows and quota periods go by the Redis clock,
+// so they still share one sliding window and one hourly quota exactly.
+func TestSkewedClocks(t *testing.T) {
+	up := newUpstream(t)
+	prefix := testenv.Prefix(t)
+	now := time.Now()
+	boundary := now.Truncate(time.Hour).Add(time.Hour)
+	var replicas []*instance
+	for _, skew := range []time.Duration{boundary.Sub(now) - 2*time.Second, 0, boundary.Sub(now) + 2*time.Second} {
+		dir := t.TempDir()
+		text := strings.NewReplacer("REDISURL", "redis://"+redisAddr(t)+"/0", "PREFIX", prefix, "MODE", "closed", "TIMEOUT", "2s").Replace(redisConfig)
+		text = strings.Replace(text, "period: daily", "period: hourly", 1)
+		file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)
+		replicas = append(replicas, startWith(t, serveOptions{
+			LoadOptions: loadFile(file),
+			Clock:       func() time.Time { return time.Now().Add(skew) },
+		}))
+	}
+
+	const limit, window, run = 60, 2 * time.Second, 4 * time.Second
+	stop := make(chan struct{})
+	time.AfterFunc(run, func() { close(stop) })
+	hammer(replicas, "key-rated", 3, stop)
+	arrivals := up.arrived("key:rated")
+	const jitter = 150 * time.Millisecond
+	if most := maxInWindow(arrivals, window-jitter); most > limit {
+		t.Errorf("%d requests within %v with clocks apart: the limit is %d per %v", most, window-jitter, limit, window)
+	}
+	if want := int(0.95 * limit * float64(run/window)); len(arrivals) < want {
+		t.Errorf("admitted %d in %v, want at least %d", len(arrivals), run, want)
+	}
+
+	stop = make(chan struct{})
+	go func() {
+		for len(up.arrived("key:metered")) < 150 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+		close(stop)
+	}()
+	hammer(replicas, "key-metered", 3, stop)
+	if got := len(up.arrived("key:metered")); got != 150 {
+		t.Errorf("the upstream saw %d requests of an hourly quota of 150 shared by replicas whose clocks straddle the hour", got)
+	}
+}
+
 // TestRedisOutage cuts Redis away from a proxy and brings it back, in
 // each failure mode.
 func TestRedisOutage(t *testing.T) {

@@ -85,6 +85,8 @@ type serveOptions struct {
 	config.LoadOptions
 	// Migrate applies pending database migrations at start (--migrate).
 	Migrate bool
+	// Clock is the process's clock; nil means time.Now. Tests skew it.
+	Clock func() time.Time
 }
 
 // serve runs the proxy and admin port until ctx is done, then drains and
@@ -125,7 +127,7 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	// subject and minute), so they go less often than quota usage: the
 	// live stream shows violations at once, analytics can wait seconds.
 	journal := quota.NewJournal(led.journal, &quota.JournalOptions{FlushInterval: max(cfg.Quota.FlushInterval, journalFlush), Logf: logf})
-	hot, err := openHotPath(cfg.Redis, logf)
+	hot, err := openHotPath(cfg.Redis, logf, so.Clock)
 	if err != nil {
 		return err
 	}
@@ -146,6 +148,7 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	var adm *admin.Server // built below: it needs the proxy's policy
 	px := proxy.New(up, lim, settings, &proxy.Options{
 		Logf:            logf,
+		Now:             so.Clock,
 		UpstreamTimeout: cfg.UpstreamTimeout,
 		Observe: func(e quota.Event) {
 			journal.Record(e)

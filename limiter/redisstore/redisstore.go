@@ -205,6 +205,11 @@ type Options struct {
 	// the tag still chooses the slot. Empty means DefaultPrefix. It must
 	// not contain "{" or "}".
 	Prefix string
+	// Clock is this process's own clock, used only to list the quota
+	// periods around now, among which the script picks by the Redis
+	// clock. Nil means time.Now. Tests skew it to show that replicas with
+	// clocks apart still agree.
+	Clock func() time.Time
 	// Now is for tests: it replaces the Redis clock with a fake one,
 	// passed to every script call. Nil means the script reads Redis TIME,
 	// the one clock all replicas share.
@@ -227,7 +232,8 @@ type Store struct {
 	rdb      rediser
 	script   *script
 	prefix   string
-	now      func() time.Time
+	now      func() time.Time // fake Redis clock (tests); nil: Redis TIME
+	clock    func() time.Time // this process's clock
 	logf     func(format string, args ...any)
 	bySlot   bool // one script call per hash slot: Redis Cluster
 	maxBatch int
@@ -260,6 +266,7 @@ func New(rdb rediser, o *Options) *Store {
 		script:   storeScript,
 		prefix:   o.Prefix,
 		now:      o.Now,
+		clock:    o.Clock,
 		logf:     o.Logf,
 		maxBatch: o.MaxBatch,
 		quit:     make(chan struct{}),
@@ -272,6 +279,9 @@ func New(rdb rediser, o *Options) *Store {
 	}
 	if s.logf == nil {
 		s.logf = log.Printf
+	}
+	if s.clock == nil {
+		s.clock = time.Now
 	}
 	if s.maxBatch <= 0 {
 		s.maxBatch = defaultMaxBatch
@@ -484,11 +494,9 @@ func (s *Store) Decide(ctx context.Context, limits []limiter.Limit, cost int64) 
 		d.Allowed = true
 		return d, nil
 	}
-	var now time.Time
+	now := s.clock()
 	if s.now != nil {
 		now = s.now()
-	} else {
-		now = time.Now()
 	}
 	var buf [8]item
 	items := buf[:0]
@@ -746,7 +754,7 @@ func (s *Store) Reset(ctx context.Context, limits []limiter.Limit) ([]limiter.Co
 	if len(limits) == 0 {
 		return nil, nil
 	}
-	now, nowArg := time.Now(), int64(-1)
+	now, nowArg := s.clock(), int64(-1)
 	if s.now != nil {
 		now = s.now()
 		nowArg = now.UnixMicro()
