@@ -13,7 +13,7 @@
 # Prints, per proxy: requests/s, p99, CPU time per request (the proxy's,
 # plus its Redis's), the ratios to the bare proxy, and with HALF=1 the p99
 # at half the bare proxy's saturating rate (constant-rate load, vegeta).
-# Requires wrk; HALF=1 fetches vegeta with `go run`.
+# Requires wrk; HALF=1 fetches vegeta with `go install`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -141,14 +141,15 @@ if [ -n "${DATABASE_URL:-}" ]; then
 fi
 
 if [ "$HALF" = 1 ]; then
+  GOBIN="$PWD/$out" go install github.com/tsenart/vegeta/v12@v12.13.0
   half=$(awk -v b="$br" 'BEGIN {printf "%d", b/2}')
   echo
-  echo "p99 at half the bare proxy's saturating rate ($half req/s, constant rate, 10s, vegeta):"
+  echo "p99 at half the bare proxy's saturating rate ($half req/s, constant rate, ${HALF_DURATION:-10s}, 1,000 users, vegeta):"
   for t in bare gaia; do
     a=$(addr_of "$t")
-    printf 'GET http://%s/bench\nX-User-ID: u42\n' "$a" >"$out/targets-$t"
-    q=$("${load_cpu[@]}" go run github.com/tsenart/vegeta/v12@v12.13.0 attack -rate="$half" -duration=10s -targets="$out/targets-$t" |
-      go run github.com/tsenart/vegeta/v12@v12.13.0 report -type=json | awk -F'"99th":' '{split($2, a, ","); print a[1] / 1e6}')
+    for u in $(seq 1000); do printf 'GET http://%s/bench\nX-User-ID: u%d\n\n' "$a" "$u"; done >"$out/targets-$t"
+    "${load_cpu[@]}" "$out/vegeta" attack -rate="$half" -duration="${HALF_DURATION:-10s}" -targets="$out/targets-$t" >"$out/half-$t.bin"
+    q=$("$out/vegeta" report -type=json <"$out/half-$t.bin" | awk -F'"99th":' '{split($2, a, ","); print a[1] / 1e6}')
     printf '  %-10s p99 %.3f ms\n' "$t" "$q"
     eval "half_$t=$q"
   done
