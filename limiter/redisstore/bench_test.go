@@ -4,22 +4,27 @@
 //	GAIA_TEST_REDIS_URL=redis://127.0.0.1:6390/0 go test ./limiter/redisstore \
 //		-run '^$' -bench 'Decide|RedisRate' -benchmem -count=3 -benchtime=3s
 //
-// Measured on the 2-core development machine (Redis 7.0.15, Go 1.26, a
-// dedicated redis-server, other load present; medians of 3):
+// Measured on 2026-11-27 on a 2-core machine (Redis 7.0.15, Go 1.26, a
+// dedicated redis-server; medians of 3):
 //
 //	                      decisions/s   Redis CPU µs/dec   Go CPU µs/dec   allocs/op
-//	Decide, callers=1            3,400        145 (1/call)         175            31
-//	Decide, callers=16          18,800         40 (5/call)          37            16
-//	Decide, callers=64          32,300         25 (20/call)         20            13
-//	RedisRate, callers=1         4,700         88                   105            22
-//	RedisRate, callers=16       28,000         29                    30            22
-//	RedisRate, callers=64       27,500         31                    33            22
+//	Decide, callers=1            8,300         58 (1/call)           79            31
+//	Decide, callers=16          34,900         18 (8/call)           15            15
+//	Decide, callers=64          54,400         12 (26/call)          10            12
+//	RedisRate, callers=1        10,700         41                    51            22
+//	RedisRate, callers=16       71,000         11                    13            22
+//	RedisRate, callers=64       70,500         11                    14            22
 //
-// At 64 callers the store decides 1.17 times as many requests (3 rate
-// windows and a quota each) as redis_rate Allows (one limit), at 0.8 of
-// its Redis CPU. The store before this layout (one key per counter, 4
-// workers), in the same setup: 17,800 decisions/s and 53 µs of Redis
-// CPU per decision at 64 callers, 0.55 times redis_rate, 29 allocs/op.
+// At 64 callers the store decides 0.77 times as many requests (3 rate
+// windows and a quota each) as redis_rate Allows (one limit), at about
+// the same Redis CPU per decision and less Go CPU. Per limit checked it is
+// the cheaper; per decision its script does four limits' work, which a
+// batch shares only partly. (On an earlier, slower machine the same
+// store reached 1.17 times redis_rate at 64 callers.) 4 or 8 workers
+// instead of 2 made smaller batches and no more decisions/s
+// (GAIA_BENCH_WORKERS=4). The store before the one-string-per-owner
+// layout (one key per counter, 4 workers) reached 0.55 times redis_rate,
+// at 53 µs of Redis CPU per decision.
 //
 // Redis CPU is INFO's used_cpu_sys+user per decision; it includes
 // reading requests and writing replies, which batching shares. Script
