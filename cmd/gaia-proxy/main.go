@@ -20,6 +20,9 @@ import (
 var version = "dev"
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
@@ -29,6 +32,13 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// defaultGCPercent is the collector's GOGC unless the environment sets
+// one. A proxy's live heap is small (about 20 MB with 10,000 subjects)
+// and its garbage per request steady, so Go's default of 100 collects
+// very often: at 200 gaia-proxy on Redis spent about 10% less CPU per
+// request under load, for about 20% more resident memory.
+const defaultGCPercent = 200
 
 const usage = `usage: gaia-proxy <command> [flags]
 
