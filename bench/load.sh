@@ -12,8 +12,9 @@
 #
 # Prints, per proxy: requests/s, p99, CPU time per request (the proxy's,
 # plus its Redis's), the ratios to the bare proxy, and with HALF=1 the p99
-# at half the bare proxy's saturating rate (constant-rate load, vegeta).
-# Requires wrk; HALF=1 fetches vegeta with `go install`.
+# at half the bare proxy's saturating rate (constant-rate load from
+# `benchserver pace`, latency counted from when each request was due).
+# Requires wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -141,15 +142,12 @@ if [ -n "${DATABASE_URL:-}" ]; then
 fi
 
 if [ "$HALF" = 1 ]; then
-  GOBIN="$PWD/$out" go install github.com/tsenart/vegeta/v12@v12.13.0
   half=$(awk -v b="$br" 'BEGIN {printf "%d", b/2}')
   echo
-  echo "p99 at half the bare proxy's saturating rate ($half req/s, constant rate, ${HALF_DURATION:-10s}, 1,000 users, vegeta):"
+  echo "p99 at half the bare proxy's saturating rate ($half req/s, constant rate, ${HALF_DURATION:-10s}, $CONNS connections, 1,000 users):"
   for t in bare gaia; do
-    a=$(addr_of "$t")
-    for u in $(seq 1000); do printf 'GET http://%s/bench\nX-User-ID: u%d\n\n' "$a" "$u"; done >"$out/targets-$t"
-    "${load_cpu[@]}" "$out/vegeta" attack -rate="$half" -duration="${HALF_DURATION:-10s}" -targets="$out/targets-$t" >"$out/half-$t.bin"
-    q=$("$out/vegeta" report -type=json <"$out/half-$t.bin" | awk -F'"99th":' '{split($2, a, ","); print a[1] / 1e6}')
+    q=$("${load_cpu[@]}" "$out/benchserver" pace -target "http://$(addr_of "$t")/bench" -rate "$half" -duration "${HALF_DURATION:-10s}" -conns "$CONNS" |
+      awk '$1 == "p99_ms" {print $2}')
     printf '  %-10s p99 %.3f ms\n' "$t" "$q"
     eval "half_$t=$q"
   done

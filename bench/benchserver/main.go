@@ -6,6 +6,10 @@
 //	benchserver upstream -listen 127.0.0.1:9101
 //	benchserver bare -listen 127.0.0.1:9102 -upstream http://127.0.0.1:9101
 //	benchserver redisrate -listen 127.0.0.1:9105 -upstream http://127.0.0.1:9101 -redis redis://127.0.0.1:6379/0
+//
+// and a constant-rate load generator for latency at a given load:
+//
+//	benchserver pace -target http://127.0.0.1:9103/bench -rate 7000 -duration 10s
 package main
 
 import (
@@ -28,14 +32,25 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchserver upstream|bare -listen ADDR [-upstream URL]")
+		fmt.Fprintln(os.Stderr, "usage: benchserver upstream|bare|redisrate -listen ADDR [-upstream URL] | pace -target URL -rate N")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address")
 	upstream := fs.String("upstream", "", "upstream URL (bare, redisrate)")
 	redisURL := fs.String("redis", "redis://127.0.0.1:6379/0", "Redis URL (redisrate)")
+	target := fs.String("target", "", "URL to load (pace)")
+	rate := fs.Int("rate", 1000, "requests per second (pace)")
+	duration := fs.Duration("duration", 10*time.Second, "how long to load (pace)")
+	conns := fs.Int("conns", 64, "most connections (pace)")
+	users := fs.Int("users", 1000, "distinct X-User-ID values (pace)")
 	fs.Parse(os.Args[2:])
+	if os.Args[1] == "pace" {
+		if err := pace(*target, *rate, *duration, *conns, *users); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 
 	var h http.Handler
 	switch os.Args[1] {
