@@ -39,6 +39,12 @@ func (p *Proxy) decide(next http.Handler) http.Handler {
 		}
 		d, err := p.decider.Decide(r.Context(), limits, x.cost)
 		took := p.now().Sub(x.start)
+		if err != nil && r.Context().Err() != nil {
+			// The caller went away while the limiter decided: nobody
+			// reads an answer, and the limiter did not fail.
+			w.WriteHeader(499)
+			return
+		}
 		if err != nil {
 			msg := "rate limiter unavailable"
 			if !errors.Is(err, limiter.ErrUnavailable) {

@@ -314,6 +314,30 @@ func TestLimiterUnavailable(t *testing.T) {
 	}
 }
 
+// TestCallerLeftDuringDecision: a caller who leaves while the limiter
+// decides is not a limiter failure, and is not logged as one.
+func TestCallerLeftDuringDecision(t *testing.T) {
+	d := &fakeDecider{decide: func([]limiter.Limit, int64) (limiter.Decision, error) {
+		return limiter.Decision{}, fmt.Errorf("redisstore: decide: %w", context.Canceled)
+	}}
+	var logged strings.Builder
+	var mu sync.Mutex
+	logf := func(f string, a ...any) { mu.Lock(); fmt.Fprintf(&logged, f, a...); mu.Unlock() }
+	u, _ := url.Parse("http://upstream.invalid")
+	p := New(u, d, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{Logf: logf})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := httptest.NewRequestWithContext(ctx, "GET", "/x", nil)
+	r.RemoteAddr = "127.0.0.1:5000"
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, r)
+	mu.Lock()
+	defer mu.Unlock()
+	if w.Code != 499 || d.calls.Load() != 1 || logged.Len() > 0 {
+		t.Errorf("status %d after %d decisions, logged %q; want 499, 1, nothing", w.Code, d.calls.Load(), logged.String())
+	}
+}
+
 func TestUpstreamErrors(t *testing.T) {
 	d := &fakeDecider{decide: allowAll}
 	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
