@@ -19,6 +19,10 @@ type MetricsOptions struct {
 	// Limiter returns the hot path's health ((*limiter.Limiter).State):
 	// gaia_redis_errors_total and gaia_redis_healthy.
 	Limiter func() limiter.State
+	// RoundTrips returns how many decisions the Redis store has made and
+	// in how many round trips: gaia_redis_decisions_total and
+	// gaia_redis_round_trips_total, whose ratio is the batch size.
+	RoundTrips func() RoundTrips
 	// Usage returns the quota ledger's backlog ((*quota.Recorder).Stats).
 	Usage func() quota.Stats
 	// Journal returns the violation journal's backlog
@@ -27,6 +31,11 @@ type MetricsOptions struct {
 	// Routes are the config's route names, whose series are built ahead
 	// (see SetRoutes).
 	Routes []string
+}
+
+// RoundTrips are a Redis store's counters of work and of round trips.
+type RoundTrips struct {
+	Decisions, RoundTrips int64
 }
 
 // Metrics counts what the proxy does for Prometheus, and serves
@@ -101,6 +110,17 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 				Name: "gaia_redis_healthy",
 				Help: "1 while the primary store (Redis) decides, 0 while the failure mode does.",
 			}, func() float64 { return bool01(f().Healthy) }))
+	}
+	if f := o.RoundTrips; f != nil {
+		m.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "gaia_redis_decisions_total",
+				Help: "Decisions the Redis store made; divided by gaia_redis_round_trips_total, how many share a round trip.",
+			}, func() float64 { return float64(f().Decisions) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "gaia_redis_round_trips_total",
+				Help: "Round trips (pipelines of script calls) the Redis store made.",
+			}, func() float64 { return float64(f().RoundTrips) }))
 	}
 	type ledger struct {
 		name                string

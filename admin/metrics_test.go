@@ -29,7 +29,8 @@ func TestMetrics(t *testing.T) {
 		Journal: func() quota.JournalStats {
 			return quota.JournalStats{PendingViolations: 3, PendingRollups: 4, DroppedViolations: 1, Lag: 3 * time.Second, Healthy: false}
 		},
-		Routes: []string{"confirm", "search"},
+		RoundTrips: func() admin.RoundTrips { return admin.RoundTrips{Decisions: 90, RoundTrips: 6} },
+		Routes:     []string{"confirm", "search"},
 	})
 	for range 3 {
 		m.Observe(quota.Event{Route: "confirm", Outcome: quota.Allowed, Latency: time.Millisecond})
@@ -73,6 +74,8 @@ func TestMetrics(t *testing.T) {
 		{"gaia_config_reloads_total", "result=refused", 1},
 		{"gaia_redis_errors_total", "", 7},
 		{"gaia_redis_healthy", "", 0},
+		{"gaia_redis_decisions_total", "", 90},
+		{"gaia_redis_round_trips_total", "", 6},
 		{"gaia_ledger_lag_seconds", "ledger=usage", 1.5},
 		{"gaia_ledger_lag_seconds", "ledger=journal", 3},
 		{"gaia_ledger_queue", "ledger=usage", 12},

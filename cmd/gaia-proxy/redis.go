@@ -21,6 +21,8 @@ type hotPath struct {
 	store   limiter.Store
 	options limiter.Options // all but Ledger and Logf
 	close   func()
+	// roundTrips reads the Redis store's batching counters; nil in-process.
+	roundTrips func() admin.RoundTrips
 }
 
 // openHotPath opens the store of cfg. clock is this process's clock (nil:
@@ -54,6 +56,10 @@ func openHotPath(cfg config.Redis, logf func(string, ...any), clock func() time.
 		close: func() {
 			rs.Close()
 			rdb.Close()
+		},
+		roundTrips: func() admin.RoundTrips {
+			st := rs.Stats()
+			return admin.RoundTrips{Decisions: st.Decisions, RoundTrips: st.RoundTrips}
 		},
 	}
 	switch {

@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -152,7 +154,35 @@ func TestReplicasShareRedis(t *testing.T) {
 		if strings.Contains(in.logs.String(), "redis unavailable") {
 			t.Errorf("replica %d lost Redis during the test:\n%s", i, in.logs)
 		}
+		// /metrics shows how decisions shared round trips.
+		decisions, trips := metric(t, in.admin, "gaia_redis_decisions_total"), metric(t, in.admin, "gaia_redis_round_trips_total")
+		if trips <= 0 || decisions < trips {
+			t.Errorf("replica %d: %v decisions in %v round trips", i, decisions, trips)
+		}
 	}
+}
+
+// metric reads the value of an unlabelled series from the /metrics of
+// the admin port at admin.
+func metric(t *testing.T, admin, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
 }
 
 // TestSkewedClocks runs three replicas whose clocks disagree by seconds

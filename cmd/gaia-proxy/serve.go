@@ -142,7 +142,7 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 		return err
 	}
 	metrics := admin.NewMetrics(&admin.MetricsOptions{
-		Limiter: lim.State, Usage: recorder.Stats, Journal: journal.Stats, Routes: routeNames(cfg),
+		Limiter: lim.State, RoundTrips: hot.roundTrips, Usage: recorder.Stats, Journal: journal.Stats, Routes: routeNames(cfg),
 	})
 	pol.metrics = metrics
 	var adm *admin.Server // built below: it needs the proxy's policy
