@@ -65,6 +65,9 @@ type State struct {
 	Transitions int64 `json:"transitions"`
 	// Failures counts the primary's failed round trips.
 	Failures int64 `json:"failures"`
+	// HeldRefusals counts requests refused again without the store
+	// (Options.HoldRefusals).
+	HeldRefusals int64 `json:"held_refusals"`
 }
 
 // bounded is a Store whose every round trip gives up after timeout.

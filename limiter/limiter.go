@@ -53,6 +53,11 @@ type Options struct {
 	// TripAfter is how many consecutive failures of the primary open the
 	// breaker. Zero means 3.
 	TripAfter int
+	// HoldRefusals, when positive, lets the Limiter refuse again by
+	// itself, for up to this long, a request the primary refused, while
+	// the limit that refused it is still full; see held. Zero means every
+	// request goes to the store.
+	HoldRefusals time.Duration
 	// Backoff is how long the open breaker waits before it lets one
 	// probe decision through to the primary; each failed probe doubles
 	// the wait, up to MaxBackoff. Zero means 100ms; zero MaxBackoff
@@ -110,6 +115,7 @@ type Limiter struct {
 	mode    FailureMode
 	timeout time.Duration
 	br      breaker
+	held    *held // nil unless Options.HoldRefusals
 
 	ledgerLogged atomic.Int64 // when the ledger's failure was last logged
 }
@@ -152,6 +158,7 @@ func New(store Store, o *Options) *Limiter {
 		b.maxWait = 5 * time.Second
 	}
 	b.maxWait = max(b.maxWait, b.minWait)
+	l.held = newHeld(o.HoldRefusals, b.now)
 	switch {
 	case l.mode == FailureLocal && o.Fallback != nil:
 		b.newFallback = o.Fallback
@@ -171,7 +178,13 @@ func New(store Store, o *Options) *Limiter {
 }
 
 // State returns the health of the primary store.
-func (l *Limiter) State() State { return l.br.state() }
+func (l *Limiter) State() State {
+	s := l.br.state()
+	if l.held != nil {
+		s.HeldRefusals = l.held.hits.Load()
+	}
+	return s
+}
 
 // Decide checks and charges every limit of one request; see Store.Decide
 // and, for what happens when the primary store fails, Limiter.
@@ -179,14 +192,24 @@ func (l *Limiter) Decide(ctx context.Context, limits []Limit, cost int64) (Decis
 	if cost < 0 {
 		return Decision{}, fmt.Errorf("limiter: negative cost %d", cost)
 	}
+	if d, ok := l.held.lookup(limits, cost); ok {
+		return d, nil
+	}
 	t, ok := l.br.admit()
 	if !ok {
 		return l.degraded(ctx, limits, cost, nil)
+	}
+	var start time.Time
+	if l.held != nil {
+		start = l.held.now()
 	}
 	d, err := l.decide(ctx, l.store, limits, cost)
 	switch {
 	case err == nil:
 		l.br.succeed(t)
+		if cost > 0 {
+			l.held.keep(limits, cost, start, &d)
+		}
 		return d, nil
 	case ctx.Err() != nil: // the caller went away; that says nothing about the store
 		l.br.abandon(t)
@@ -319,6 +342,16 @@ func (l *Limiter) Refund(ctx context.Context, d *Decision, cost int64) error {
 	if len(byCost)+len(byRequest) == 0 {
 		return nil
 	}
+	if l.held != nil {
+		// Refunded units may let a held refusal through sooner.
+		var refunded []Limit
+		for i := range d.Statuses {
+			if s := &d.Statuses[i]; s.Limit.Refundable && s.Charged {
+				refunded = append(refunded, s.Limit)
+			}
+		}
+		l.held.forget(refunded)
+	}
 	store := d.by
 	if store == nil {
 		if l.br.open.Load() {
@@ -352,6 +385,7 @@ func (l *Limiter) Refund(ctx context.Context, d *Decision, cost int64) error {
 // breaker is open the local fallback, and fails with ErrUnavailable in
 // the other failure modes.
 func (l *Limiter) Reset(ctx context.Context, limits []Limit) error {
+	l.held.forget(limits)
 	s := l.store
 	if l.br.open.Load() {
 		if l.mode != FailureLocal {
