@@ -17,7 +17,8 @@ import (
 // counts itself. Nil funcs leave their metrics out.
 type MetricsOptions struct {
 	// Limiter returns the hot path's health ((*limiter.Limiter).State):
-	// gaia_redis_errors_total and gaia_redis_healthy.
+	// gaia_redis_errors_total, gaia_redis_healthy and
+	// gaia_refusals_held_total.
 	Limiter func() limiter.State
 	// RoundTrips returns how many decisions the Redis store has made and
 	// in how many round trips: gaia_redis_decisions_total and
@@ -109,7 +110,11 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "gaia_redis_healthy",
 				Help: "1 while the primary store (Redis) decides, 0 while the failure mode does.",
-			}, func() float64 { return bool01(f().Healthy) }))
+			}, func() float64 { return bool01(f().Healthy) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "gaia_refusals_held_total",
+				Help: "Requests refused again by this replica without asking Redis, while the limit that refused them was still full (redis.hold_refusals).",
+			}, func() float64 { return float64(f().HeldRefusals) }))
 	}
 	if f := o.RoundTrips; f != nil {
 		m.reg.MustRegister(

@@ -22,7 +22,9 @@ import (
 // TestMetrics scrapes /metrics after known traffic and parses it.
 func TestMetrics(t *testing.T) {
 	m := admin.NewMetrics(&admin.MetricsOptions{
-		Limiter: func() limiter.State { return limiter.State{Healthy: false, Mode: "fallback-local", Failures: 7} },
+		Limiter: func() limiter.State {
+			return limiter.State{Healthy: false, Mode: "fallback-local", Failures: 7, HeldRefusals: 11}
+		},
 		Usage: func() quota.Stats {
 			return quota.Stats{Pending: 12, Dropped: 2, Lag: 1500 * time.Millisecond, Healthy: true}
 		},
@@ -74,6 +76,7 @@ func TestMetrics(t *testing.T) {
 		{"gaia_config_reloads_total", "result=refused", 1},
 		{"gaia_redis_errors_total", "", 7},
 		{"gaia_redis_healthy", "", 0},
+		{"gaia_refusals_held_total", "", 11},
 		{"gaia_redis_decisions_total", "", 90},
 		{"gaia_redis_round_trips_total", "", 6},
 		{"gaia_ledger_lag_seconds", "ledger=usage", 1.5},

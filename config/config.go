@@ -69,6 +69,10 @@ type Redis struct {
 	// KeyPrefix starts every key gaia-proxy writes, so deployments can
 	// share a Redis. Replicas that share limits must share it.
 	KeyPrefix string `mapstructure:"key_prefix"`
+	// HoldRefusals is how long a replica may refuse again by itself a
+	// request Redis refused, while the refusing limit is still full.
+	// Zero sends every request to Redis.
+	HoldRefusals time.Duration `mapstructure:"hold_refusals"`
 }
 
 // Sentinel is a Redis Sentinel setup.

@@ -224,7 +224,7 @@ func defaultConfig() Config {
 		UpstreamTimeout: 30 * time.Second,
 		ShutdownTimeout: 8 * time.Second,
 		Admin:           Admin{Listen: "127.0.0.1:9090"},
-		Redis:           Redis{Timeout: 50 * time.Millisecond, FailureMode: "local", KeyPrefix: "gaia:"},
+		Redis:           Redis{Timeout: 50 * time.Millisecond, FailureMode: "local", KeyPrefix: "gaia:", HoldRefusals: time.Second},
 		DataDir:         "./gaia-data",
 		Identity: Identity{
 			APIKeyHeaders: []string{"X-API-Key", "Authorization"},

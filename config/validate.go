@@ -125,6 +125,9 @@ func (v *validator) redis() {
 	if r.KeyPrefix == "" || strings.ContainsAny(r.KeyPrefix, "{}") || len(r.KeyPrefix) > 64 {
 		v.bad("redis.key_prefix", "must be 1 to 64 characters without { or }, got %q", r.KeyPrefix)
 	}
+	if r.HoldRefusals < 0 || r.HoldRefusals > time.Minute {
+		v.bad("redis.hold_refusals", "must be 0 (off) to 1m, got %v", r.HoldRefusals)
+	}
 }
 
 func (v *validator) identity() {

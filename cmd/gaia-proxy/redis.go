@@ -47,11 +47,12 @@ func openHotPath(cfg config.Redis, logf func(string, ...any), clock func() time.
 		rdb:   rdb,
 		store: rs,
 		options: limiter.Options{
-			Name:        "redis",
-			FailureMode: mode,
-			Fallback:    func() limiter.Store { return memstore.New(clock) },
-			Timeout:     cfg.Timeout,
-			Now:         clock,
+			Name:         "redis",
+			FailureMode:  mode,
+			Fallback:     func() limiter.Store { return memstore.New(clock) },
+			Timeout:      cfg.Timeout,
+			HoldRefusals: cfg.HoldRefusals,
+			Now:          clock,
 		},
 		close: func() {
 			rs.Close()

@@ -159,6 +159,11 @@ func TestReplicasShareRedis(t *testing.T) {
 		if trips <= 0 || decisions < trips {
 			t.Errorf("replica %d: %v decisions in %v round trips", i, decisions, trips)
 		}
+		// Callers kept knocking after their 429s: most of those were
+		// refused again without Redis (redis.hold_refusals, 1s).
+		if held := metric(t, in.admin, "gaia_refusals_held_total"); held < decisions {
+			t.Errorf("replica %d: %v refusals held, %v decisions by Redis; want more held", i, held, decisions)
+		}
 	}
 }
 
