@@ -143,7 +143,10 @@ func DecodeList(field string, list []SpecJSON, loc *time.Location) ([]limiter.Sp
 	for i, j := range list {
 		sp, err := j.Spec(field == "quota", loc)
 		if err != nil {
-			ie := err.(*InvalidError)
+			var ie *InvalidError
+			if !errors.As(err, &ie) {
+				return nil, err
+			}
 			return nil, invalid(fmt.Sprintf("%s[%d].%s", field, i, ie.Field), "%s", ie.Reason)
 		}
 		slot := j.Period + "/" + limiter.FormatWindow(sp.Window)
