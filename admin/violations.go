@@ -5,34 +5,24 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 // violationView is one violation as the API shows it; Limit has the
 // shape of the limit in a 429 body.
 type violationView struct {
-	ID      string    `json:"id"`
-	At      time.Time `json:"at"`
-	Subject string    `json:"subject"`
-	KeyID   string    `json:"key_id,omitempty"`
-	User    string    `json:"user,omitempty"`
-	Plan    string    `json:"plan,omitempty"`
-	Route   string    `json:"route,omitempty"`
-	Method  string    `json:"method"`
-	Path    string    `json:"path"`
-	Limit   limitRef  `json:"limit"`
-	Kind    string    `json:"kind"` // rate_limited or quota_exceeded
-	Shadow  bool      `json:"shadow"`
-}
-
-// limitRef names a limit: {"name","limit","window"} or
-// {"name","limit","period"}.
-type limitRef struct {
-	Name   string `json:"name"`
-	Limit  int64  `json:"limit"`
-	Window string `json:"window,omitempty"`
-	Period string `json:"period,omitempty"`
+	ID      string         `json:"id"`
+	At      time.Time      `json:"at"`
+	Subject string         `json:"subject"`
+	KeyID   string         `json:"key_id,omitempty"`
+	User    string         `json:"user,omitempty"`
+	Plan    string         `json:"plan,omitempty"`
+	Route   string         `json:"route,omitempty"`
+	Method  string         `json:"method"`
+	Path    string         `json:"path"`
+	Limit   quota.LimitRef `json:"limit"`
+	Kind    string         `json:"kind"` // rate_limited or quota_exceeded
+	Shadow  bool           `json:"shadow"`
 }
 
 // violationList is the body of GET /api/admin/quotas/violations.
@@ -91,12 +81,9 @@ func (s *Server) getViolations(w http.ResponseWriter, r *http.Request) error {
 	}
 	list := violationList{Violations: make([]violationView, len(vs)), NextCursor: next}
 	for i, v := range vs {
-		ref := limitRef{Name: v.LimitName, Limit: v.Limit, Period: v.Period}
-		if v.Period == "" {
-			ref.Window = limiter.FormatWindow(v.Window)
-		}
 		list.Violations[i] = violationView{ID: v.ID, At: v.At.UTC(), Subject: v.Subject, KeyID: v.KeyID, User: v.User,
-			Plan: v.Plan, Route: v.Route, Method: v.Method, Path: v.Path, Limit: ref, Kind: v.Kind.String(), Shadow: v.Shadow}
+			Plan: v.Plan, Route: v.Route, Method: v.Method, Path: v.Path, Limit: quota.RefOf(v.LimitName, v.Limit, v.Window, v.Period),
+			Kind: v.Kind.String(), Shadow: v.Shadow}
 	}
 	writeJSON(w, http.StatusOK, list)
 	return nil

@@ -13,7 +13,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
@@ -133,25 +132,17 @@ func encodeMessage(typ string, at time.Time, data any) []byte {
 
 // liveViolation is the data of a violation message.
 type liveViolation struct {
-	Subject string        `json:"subject"`
-	Key     string        `json:"key,omitempty"`
-	User    string        `json:"user,omitempty"`
-	Plan    string        `json:"plan,omitempty"`
-	Route   string        `json:"route,omitempty"`
-	Method  string        `json:"method,omitempty"`
-	Path    string        `json:"path,omitempty"`
-	Kind    string        `json:"kind"` // "rate_limited" or "quota_exceeded"
-	Shadow  bool          `json:"shadow"`
-	Limit   violatedLimit `json:"limit"`
-	Replica string        `json:"replica"`
-}
-
-// violatedLimit is shaped like the limit of a 429 body (SPEC §4.5).
-type violatedLimit struct {
-	Name   string `json:"name"`
-	Limit  int64  `json:"limit"`
-	Window string `json:"window,omitempty"`
-	Period string `json:"period,omitempty"`
+	Subject string         `json:"subject"`
+	KeyID   string         `json:"key_id,omitempty"`
+	User    string         `json:"user,omitempty"`
+	Plan    string         `json:"plan,omitempty"`
+	Route   string         `json:"route,omitempty"`
+	Method  string         `json:"method,omitempty"`
+	Path    string         `json:"path,omitempty"`
+	Kind    string         `json:"kind"` // "rate_limited" or "quota_exceeded"
+	Shadow  bool           `json:"shadow"`
+	Limit   quota.LimitRef `json:"limit"`
+	Replica string         `json:"replica"`
 }
 
 // busViolation is a violation on the Bus.
@@ -177,15 +168,11 @@ func violationOf(e *quota.Event, replica string) busViolation {
 	if v.Period != "" {
 		kind = quota.QuotaExceeded.String()
 	}
-	lim := violatedLimit{Name: v.Name, Limit: v.Limit, Period: v.Period}
-	if v.Window > 0 {
-		lim.Window = limiter.FormatWindow(v.Window)
-	}
 	f := func(s string) string { return trimTo(s, maxViolationField) }
 	return busViolation{At: e.Time, liveViolation: liveViolation{
-		Subject: f(e.Subject), Key: f(e.KeyID), User: f(e.User), Plan: f(e.Plan), Route: f(e.Route),
+		Subject: f(e.Subject), KeyID: f(e.KeyID), User: f(e.User), Plan: f(e.Plan), Route: f(e.Route),
 		Method: f(e.Method), Path: trimTo(e.Path, maxViolationPath),
-		Kind: kind, Shadow: v.Shadow, Limit: lim, Replica: replica,
+		Kind: kind, Shadow: v.Shadow, Limit: quota.RefOf(v.Name, v.Limit, v.Window, v.Period), Replica: replica,
 	}}
 }
 

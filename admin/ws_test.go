@@ -200,10 +200,12 @@ func TestStreamViolation(t *testing.T) {
 		Period string
 	}
 	type violation struct {
-		Subject, Key, User, Plan, Route, Method, Path, Kind string
-		Shadow                                              bool
-		Limit                                               limit
-		Replica                                             string
+		Subject                               string
+		KeyID                                 string `json:"key_id"`
+		User, Plan, Route, Method, Path, Kind string
+		Shadow                                bool
+		Limit                                 limit
+		Replica                               string
 	}
 	want := []violation{
 		{"key:acme-prod", "acme-prod", "alice", "pro", "confirm", "POST", "/api/claude/confirm/request", "rate_limited", false, limit{"pro-1s", 100, "1s", ""}, "r1"},

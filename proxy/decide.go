@@ -132,18 +132,11 @@ func event(r *http.Request, x *exchange) quota.Event {
 
 // refusal is the body of a 429 (SPEC §4.5).
 type refusal struct {
-	Error      string       `json:"error"`
-	Message    string       `json:"message"`
-	Limit      refusedLimit `json:"limit"`
-	RetryAfter int64        `json:"retry_after_seconds"`
-	Subject    string       `json:"subject"`
-}
-
-type refusedLimit struct {
-	Name   string `json:"name"`
-	Limit  int64  `json:"limit"`
-	Window string `json:"window,omitempty"`
-	Period string `json:"period,omitempty"`
+	Error      string         `json:"error"`
+	Message    string         `json:"message"`
+	Limit      quota.LimitRef `json:"limit"`
+	RetryAfter int64          `json:"retry_after_seconds"`
+	Subject    string         `json:"subject"`
 }
 
 func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, x *exchange) {
@@ -151,16 +144,15 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, x *exchange) {
 	retry := seconds(s.RetryAfter)
 	body := refusal{
 		Error:      "rate_limited",
-		Limit:      refusedLimit{Name: s.Limit.Name, Limit: s.Limit.Limit},
 		RetryAfter: retry,
 		Subject:    x.subject.ID,
 	}
 	if s.Limit.Period != nil {
 		body.Error = "quota_exceeded"
-		body.Limit.Period = s.Limit.Period.String()
+		body.Limit = quota.RefOf(s.Limit.Name, s.Limit.Limit, 0, s.Limit.Period.String())
 		body.Message = "quota exceeded: " + s.Limit.String() + " (" + s.Limit.Name + ")"
 	} else {
-		body.Limit.Window = limiter.FormatWindow(s.Limit.Window)
+		body.Limit = quota.RefOf(s.Limit.Name, s.Limit.Limit, s.Limit.Window, "")
 		body.Message = "rate limit exceeded: " + s.Limit.String() + " (" + s.Limit.Name + ")"
 	}
 	if x.cost > s.Limit.Limit {

@@ -252,7 +252,7 @@ func TestRefused(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &r); err != nil {
 		t.Fatal(err)
 	}
-	want := refusal{Error: "rate_limited", Message: r.Message, Limit: refusedLimit{Name: "free-1s", Limit: 10, Window: "1s"}, RetryAfter: 2, Subject: "key:k1"}
+	want := refusal{Error: "rate_limited", Message: r.Message, Limit: quota.LimitRef{Name: "free-1s", Limit: 10, Window: "1s"}, RetryAfter: 2, Subject: "key:k1"}
 	if r != want {
 		t.Errorf("body = %+v, want %+v", r, want)
 	}

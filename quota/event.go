@@ -1,6 +1,10 @@
 package quota
 
-import "time"
+import (
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+)
 
 // Outcome is what gaia-proxy did with a request.
 type Outcome uint8
@@ -70,4 +74,24 @@ type Violated struct {
 	Window time.Duration // rate limits
 	Period string        // quotas: "daily", ...
 	Shadow bool
+}
+
+// LimitRef names a limit as a 429 body does (SPEC §4.5), and as the
+// violation history and the live stream show it: {"name","limit",
+// "window"} for a rate limit, {"name","limit","period"} for a quota.
+type LimitRef struct {
+	Name   string `json:"name"`
+	Limit  int64  `json:"limit"`
+	Window string `json:"window,omitempty"`
+	Period string `json:"period,omitempty"`
+}
+
+// RefOf returns the LimitRef of a quota of period (its name), or when
+// period is "" of a rate limit of window.
+func RefOf(name string, limit int64, window time.Duration, period string) LimitRef {
+	r := LimitRef{Name: name, Limit: limit, Period: period}
+	if period == "" {
+		r.Window = limiter.FormatWindow(window)
+	}
+	return r
 }
