@@ -59,14 +59,15 @@ func (p *Proxy) decide(next http.Handler) http.Handler {
 		if names := d.ShadowLimited(); len(names) > 0 {
 			x.shadow = strings.Join(names, ", ")
 		}
-		// Set now, whatever the answer: the upstream's own headers of
-		// these names are dropped in modifyResponse.
-		setHeaders(w.Header(), x)
 		p.report(r, x, 0, took)
 		if !d.Allowed {
+			setHeaders(w.Header(), x)
 			p.refuse(w, r, x)
 			return
 		}
+		// A forwarded request gets them on the upstream's response
+		// (modifyResponse), or on our error (upstreamError): set on w
+		// now, an upstream's 1xx (103 Early Hints) would take them away.
 		next.ServeHTTP(w, r)
 	})
 }

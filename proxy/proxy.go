@@ -176,9 +176,9 @@ func (p *Proxy) rewrite(up *url.URL) func(*httputil.ProxyRequest) {
 	}
 }
 
-// modifyResponse drops rate-limit headers the upstream sent (ours are
-// already on the response), and refunds count-success quotas when the
-// upstream did not succeed.
+// modifyResponse puts our rate-limit headers in place of any the
+// upstream sent, and refunds count-success quotas when the upstream did
+// not succeed.
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	x := exchangeFrom(resp.Request.Context())
 	p.answered(x, resp.StatusCode)
@@ -187,9 +187,8 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 			delete(resp.Header, name)
 		}
 	}
-	if x.shadow != "" {
-		delete(resp.Header, "X-Gaia-Shadow-Limited")
-	}
+	delete(resp.Header, "X-Gaia-Shadow-Limited")
+	setHeaders(resp.Header, x)
 	if resp.StatusCode >= 400 {
 		p.refund(resp.Request.Context(), x)
 	}
@@ -218,6 +217,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		w.WriteHeader(499)
 		return
 	}
+	setHeaders(w.Header(), x)
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		p.answered(x, http.StatusGatewayTimeout)

@@ -166,6 +166,28 @@ func TestForwardedHeaders(t *testing.T) {
 	}
 }
 
+// TestHeadersAfterEarlyHints: an upstream's 103 Early Hints does not take
+// the rate-limit headers off its final response.
+func TestHeadersAfterEarlyHints(t *testing.T) {
+	hints := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("X-Ratelimit-Limit", "999")
+		io.WriteString(w, "ok")
+	})
+	srv := newTestProxy(t, hints, &fakeDecider{decide: allowAll}, nil)
+	resp, body := get(t, srv.URL+"/x", map[string]string{"X-Api-Key": "secret-1"})
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if got := resp.Header.Values("X-Ratelimit-Limit"); len(got) != 1 || got[0] != "10" {
+		t.Errorf("X-RateLimit-Limit = %q, want [10]", got)
+	}
+	if resp.Header.Get("Ratelimit-Policy") == "" {
+		t.Error("the final response lacks RateLimit-Policy")
+	}
+}
+
 func TestUntrustedPeerCannotAssertUser(t *testing.T) {
 	up := &upstreamRecorder{}
 	var subjects []string
