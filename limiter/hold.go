@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,21 +54,15 @@ func newHeld(hold time.Duration, now func() time.Time) *held {
 
 // lookup returns a held refusal of the request (limits, cost), as it
 // stands at now.
-func (h *held) lookup(limits []Limit, cost int64) (Decision, bool) {
+func (h *held) lookup(limits []Limit, cost int64, now time.Time) (Decision, bool) {
 	if h == nil || h.entries.Load() == 0 {
 		return Decision{}, false
-	}
-	now := h.now()
-	if now.UnixNano() >= h.nextSweep.Load() {
-		h.mu.Lock()
-		h.sweep(now)
-		h.mu.Unlock()
 	}
 	h.mu.RLock()
 	var r *refusal
 	for i := range limits {
 		e := h.byKey[limits[i].Key]
-		if e != nil && now.Before(e.until) && cost >= e.cost && sameLimits(e.limits, limits) {
+		if e != nil && now.Before(e.until) && cost >= e.cost && slices.Equal(e.limits, limits) {
 			r = e
 			break
 		}
@@ -81,9 +76,9 @@ func (h *held) lookup(limits []Limit, cost int64) (Decision, bool) {
 }
 
 // keep holds d, the primary's refusal of (limits, cost) in a round trip
-// that began at start.
+// that began at start. Reads (cost 0) are never refused, so never held.
 func (h *held) keep(limits []Limit, cost int64, start time.Time, d *Decision) {
-	if h == nil || d.Allowed {
+	if h == nil || d.Allowed || cost <= 0 {
 		return
 	}
 	s := d.Refused()
@@ -91,43 +86,35 @@ func (h *held) keep(limits []Limit, cost int64, start time.Time, d *Decision) {
 		return
 	}
 	r := &refusal{
-		limits: append([]Limit(nil), limits...),
+		limits: slices.Clone(limits),
 		cost:   cost,
 		at:     start,
 		until:  start.Add(min(s.RetryAfter, h.hold)),
-		d:      Decision{Statuses: append([]Status(nil), d.Statuses...)},
+		d:      Decision{Statuses: slices.Clone(d.Statuses)},
 	}
-	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.byKey) >= maxHeld || now.UnixNano() >= h.nextSweep.Load() {
-		h.sweep(now)
-		if len(h.byKey) >= maxHeld {
-			return
-		}
+	// Expired refusals go once a hold; lookups pass them over meanwhile.
+	if start.UnixNano() >= h.nextSweep.Load() {
+		h.sweep(start)
+	}
+	if len(h.byKey) >= maxHeld {
+		return
 	}
 	h.byKey[s.Limit.Key] = r
 	h.entries.Store(int64(len(h.byKey)))
 }
 
-// forget drops the refusals held for limits (a reset).
+// forget drops the refusals by limits: a reset or a refund may have
+// freed them.
 func (h *held) forget(limits []Limit) {
 	if h == nil || h.entries.Load() == 0 {
 		return
 	}
-	reset := make(map[string]bool, len(limits))
-	for _, l := range limits {
-		reset[l.Key] = true
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for k, r := range h.byKey {
-		for _, l := range r.limits {
-			if reset[l.Key] {
-				delete(h.byKey, k)
-				break
-			}
-		}
+	for _, l := range limits {
+		delete(h.byKey, l.Key)
 	}
 	h.entries.Store(int64(len(h.byKey)))
 }
@@ -158,18 +145,4 @@ func (r *refusal) as(now time.Time) Decision {
 		d.Statuses[i] = s
 	}
 	return d
-}
-
-// sameLimits reports whether a and b are the same limits in the same
-// order.
-func sameLimits(a, b []Limit) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

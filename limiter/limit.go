@@ -33,6 +33,7 @@ func (k Kind) String() string {
 
 // Period maps an instant to the calendar period that holds it, for
 // example the day in a time zone. quota.Calendar implements it.
+// Implementations must be comparable: Limits are compared with ==.
 type Period interface {
 	// Bounds returns the half-open period [start, end) holding t.
 	Bounds(t time.Time) (start, end time.Time)

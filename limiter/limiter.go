@@ -192,24 +192,22 @@ func (l *Limiter) Decide(ctx context.Context, limits []Limit, cost int64) (Decis
 	if cost < 0 {
 		return Decision{}, fmt.Errorf("limiter: negative cost %d", cost)
 	}
-	if d, ok := l.held.lookup(limits, cost); ok {
-		return d, nil
+	var start time.Time // when the primary was asked, for held refusals
+	if l.held != nil {
+		start = l.held.now()
+		if d, ok := l.held.lookup(limits, cost, start); ok {
+			return d, nil
+		}
 	}
 	t, ok := l.br.admit()
 	if !ok {
 		return l.degraded(ctx, limits, cost, nil)
 	}
-	var start time.Time
-	if l.held != nil {
-		start = l.held.now()
-	}
 	d, err := l.decide(ctx, l.store, limits, cost)
 	switch {
 	case err == nil:
 		l.br.succeed(t)
-		if cost > 0 {
-			l.held.keep(limits, cost, start, &d)
-		}
+		l.held.keep(limits, cost, start, &d)
 		return d, nil
 	case ctx.Err() != nil: // the caller went away; that says nothing about the store
 		l.br.abandon(t)
@@ -329,29 +327,23 @@ func (l *Limiter) Refund(ctx context.Context, d *Decision, cost int64) error {
 		return nil
 	}
 	var byCost, byRequest []Counter
+	var refunded []Limit
 	for i := range d.Statuses {
 		s := &d.Statuses[i]
 		switch {
 		case !s.Limit.Refundable || s.Limit.Period == nil || !s.Charged:
+			continue
 		case s.Limit.PerRequest:
 			byRequest = append(byRequest, s.Counter)
 		default:
 			byCost = append(byCost, s.Counter)
 		}
+		refunded = append(refunded, s.Limit)
 	}
-	if len(byCost)+len(byRequest) == 0 {
+	if len(refunded) == 0 {
 		return nil
 	}
-	if l.held != nil {
-		// Refunded units may let a held refusal through sooner.
-		var refunded []Limit
-		for i := range d.Statuses {
-			if s := &d.Statuses[i]; s.Limit.Refundable && s.Charged {
-				refunded = append(refunded, s.Limit)
-			}
-		}
-		l.held.forget(refunded)
-	}
+	l.held.forget(refunded) // refunded units may free a held refusal sooner
 	store := d.by
 	if store == nil {
 		if l.br.open.Load() {
