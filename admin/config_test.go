@@ -73,6 +73,9 @@ func TestConfig(t *testing.T) {
 			`{"id":"ci-bot","plan":"free","quota":null,"rate":null}`,
 			`{"id":"loner","plan":"free","quota":null,"rate":null}`,
 		}
+		if len(c.Keys) != len(wantKeys) {
+			t.Errorf("%d keys, want %d", len(c.Keys), len(wantKeys))
+		}
 		for i, k := range c.Keys {
 			if b, _ := json.Marshal(k); i >= len(wantKeys) || string(b) != wantKeys[i] {
 				t.Errorf("key %d: %s, want %s (ids, users, plans, own limits; nothing else)", i, b, wantKeys[min(i, len(wantKeys)-1)])

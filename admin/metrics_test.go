@@ -34,11 +34,18 @@ func TestMetrics(t *testing.T) {
 		RoundTrips: func() admin.RoundTrips { return admin.RoundTrips{Decisions: 90, RoundTrips: 6} },
 		Routes:     []string{"confirm", "search"},
 	})
+	// Events carry who asked; /metrics must not show it.
+	who := quota.Event{Subject: "key:secret-subject", KeyID: "secret-subject-key", User: "secret-subject-user"}
 	for range 3 {
-		m.Observe(quota.Event{Route: "confirm", Outcome: quota.Allowed, Latency: time.Millisecond})
+		e := who
+		e.Route, e.Outcome, e.Latency = "confirm", quota.Allowed, time.Millisecond
+		m.Observe(e)
 	}
-	m.Observe(quota.Event{Route: "", Outcome: quota.RateLimited, Latency: 2 * time.Millisecond})
-	m.Observe(quota.Event{Route: "", Outcome: quota.RateLimited, Latency: 2 * time.Millisecond})
+	for range 2 {
+		e := who
+		e.Outcome, e.Latency = quota.RateLimited, 2*time.Millisecond
+		m.Observe(e)
+	}
 	m.Observe(quota.Event{Route: "added-later", Outcome: quota.QuotaExceeded, Latency: time.Millisecond})
 	m.Observe(quota.Event{Route: "search", Outcome: quota.Unauthorized}) // the limiter was not asked
 	m.ObserveUpstream("confirm", 200, 10*time.Millisecond)

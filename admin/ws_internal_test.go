@@ -150,7 +150,11 @@ func TestSubjectSketchMerge(t *testing.T) {
 	if got := estimate(regs); math.Abs(float64(got)-5000) > 250 {
 		t.Errorf("union of 3000 and 3000 subjects sharing 1000: %d, want about 5000", got)
 	}
+	before := estimate(regs)
 	mergeRegisters(regs, []byte{1, 2, 3}) // another size: ignored
+	if got := estimate(regs); got != before {
+		t.Errorf("merging registers of another size changed the estimate from %d to %d", before, got)
+	}
 }
 
 func TestSplitEnvelope(t *testing.T) {

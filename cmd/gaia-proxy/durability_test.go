@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -158,37 +157,6 @@ func spawn(t *testing.T, args ...string) *process {
 	return p
 }
 
-// load sends requests with key-k to url from n goroutines until stop,
-// and counts refusals for an exhausted quota.
-func load(url string, n int, stop <-chan struct{}, exhausted *atomic.Int64) *sync.WaitGroup {
-	var wg sync.WaitGroup
-	client := &http.Client{Timeout: 30 * time.Second}
-	for range n {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				req, _ := http.NewRequest("GET", url, nil)
-				req.Header.Set("X-API-Key", "key-k")
-				resp, err := client.Do(req)
-				if err != nil {
-					time.Sleep(5 * time.Millisecond) // the proxy is down or restarting
-					continue
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == 429 && strings.Contains(string(b), "quota_exceeded") {
-					exhausted.Add(1)
-				}
-			}
-		})
-	}
-	return &wg
-}
-
 // TestCrashKeepsQuotaExact kills gaia-proxy with SIGKILL under load and
 // restarts it: the upstream sees exactly the quota, and the ledger holds
 // exactly that usage (SPEC §6).
@@ -218,7 +186,15 @@ func TestCrashKeepsQuotaExact(t *testing.T) {
 
 	stop := make(chan struct{})
 	var exhausted atomic.Int64
-	wg := load("http://"+listen+"/crash", clients, stop, &exhausted)
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		hammer([]string{"http://" + listen + "/crash"}, "key-k", clients, stop, func(code int, body string) {
+			if code == 429 && strings.Contains(body, "quota_exceeded") {
+				exhausted.Add(1)
+			}
+		})
+	}()
 	waitFor(t, 30*time.Second, "load before the crash", func() bool { return arrived.Load() >= quota/3 }, p.logs)
 	gate.Lock() // hold the requests now arriving
 	waitFor(t, 30*time.Second, "every client held at the upstream", func() bool { return held.Load() == clients }, p.logs)
@@ -230,7 +206,7 @@ func TestCrashKeepsQuotaExact(t *testing.T) {
 	p = spawn(t, "serve", "--config", file)
 	waitFor(t, 60*time.Second, "the quota exhausted", func() bool { return exhausted.Load() >= 20 }, p.logs)
 	close(stop)
-	wg.Wait()
+	<-loaded
 
 	if got := arrived.Load(); got != quota {
 		t.Errorf("the upstream saw %d requests, want exactly the quota %d", got, quota)
@@ -351,25 +327,10 @@ func TestPostgresOutage(t *testing.T) {
 	file := durableFile(t, up, "127.0.0.1:0", redisURL, relayed, "100ms", 1000000)
 	in := startMigrated(t, file)
 
-	var codes sync.Map
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, _ := call(t, in.proxy+"/r", "X-API-Key: key-k")
-				n, _ := codes.LoadOrStore(resp.StatusCode, new(atomic.Int64))
-				n.(*atomic.Int64).Add(1)
-				time.Sleep(2 * time.Millisecond)
-			}
-		})
-	}
-	time.Sleep(500 * time.Millisecond)
+	answers := make(chan map[int]int)
+	go func() { answers <- hammer([]string{in.proxy + "/r"}, "key-k", 4, stop, nil) }()
+	waitFor(t, 10*time.Second, "load", func() bool { return len(up.arrived("key:k")) > 20 }, in.logs)
 	rl.Cut()
 	waitFor(t, 10*time.Second, "health degraded", func() bool {
 		_, body := call(t, in.admin+"/health")
@@ -382,14 +343,11 @@ func TestPostgresOutage(t *testing.T) {
 		return strings.Contains(body, `"database":{"status":"ok"`)
 	}, in.logs)
 	close(stop)
-	wg.Wait()
-
-	codes.Range(func(k, v any) bool {
-		if k.(int) != 200 {
-			t.Errorf("%d answers with status %d during a PostgreSQL outage", v.(*atomic.Int64).Load(), k)
+	for code, n := range <-answers {
+		if code != 200 {
+			t.Errorf("%d answers with status %d (0: none) during a PostgreSQL outage", n, code)
 		}
-		return true
-	})
+	}
 	admitted := int64(len(up.arrived("key:k")))
 	// SPEC §6: queued writes land within 5 s of the database's return.
 	waitFor(t, 5*time.Second, "the ledger catching up", func() bool { return ledgerUsed(t, dbURL) == admitted }, in.logs)

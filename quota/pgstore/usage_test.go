@@ -69,6 +69,9 @@ func TestWriteSubSecond(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(got) != 2 {
+		t.Fatalf("%d values for 2 counters", len(got))
+	}
 	for i, v := range got {
 		if v.Used != 7 || v.Seq != 2 {
 			t.Errorf("value %d: got used=%d seq=%d, want 7, 2", i, v.Used, v.Seq)
