@@ -87,7 +87,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 
-	rdb, err := newRedis(cfg.Redis)
+	rdb, _, err := newRedis(cfg.Redis)
 	switch {
 	case err != nil:
 		line("redis", err, "")

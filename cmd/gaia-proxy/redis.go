@@ -28,7 +28,7 @@ type hotPath struct {
 // openHotPath opens the store of cfg. clock is this process's clock (nil:
 // time.Now); Redis decides by its own.
 func openHotPath(cfg config.Redis, logf func(string, ...any), clock func() time.Time) (*hotPath, error) {
-	rdb, err := newRedis(cfg)
+	rdb, kind, err := newRedis(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +43,7 @@ func openHotPath(cfg config.Redis, logf func(string, ...any), clock func() time.
 	}
 	rs := redisstore.New(rdb, &redisstore.Options{Prefix: cfg.KeyPrefix, Logf: logf, Clock: clock})
 	h := &hotPath{
-		mode:  "redis",
+		mode:  kind,
 		rdb:   rdb,
 		store: rs,
 		options: limiter.Options{
@@ -62,12 +62,6 @@ func openHotPath(cfg config.Redis, logf func(string, ...any), clock func() time.
 			st := rs.Stats()
 			return admin.RoundTrips{Decisions: st.Decisions, RoundTrips: st.RoundTrips}
 		},
-	}
-	switch {
-	case len(cfg.ClusterAddrs) > 0:
-		h.mode = "redis-cluster"
-	case cfg.Sentinel.Master != "":
-		h.mode = "redis-sentinel"
 	}
 	return h, nil
 }
@@ -90,31 +84,32 @@ func hotPathCheck(lim *limiter.Limiter, mode string) admin.Checker {
 
 // newRedis returns a client for cfg.Redis: a cluster client for
 // cluster_addrs, a Sentinel failover client for sentinel, else a plain
-// client for url; nil when none is set.
+// client for url; nil when none is set. kind names it for /health:
+// "redis", "redis-cluster" or "redis-sentinel".
 //
 // A decision gives up after redis.timeout whatever the connection does
 // (the limiter bounds it); the client's own timeouts, ten times that,
 // only free connections to a Redis that stopped answering.
-func newRedis(cfg config.Redis) (redis.UniversalClient, error) {
+func newRedis(cfg config.Redis) (rdb redis.UniversalClient, kind string, err error) {
 	t := min(max(10*cfg.Timeout, 100*time.Millisecond), 3*time.Second)
 	switch {
 	case len(cfg.ClusterAddrs) > 0:
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs:       cfg.ClusterAddrs,
 			DialTimeout: t, ReadTimeout: t, WriteTimeout: t,
-		}), nil
+		}), "redis-cluster", nil
 	case cfg.Sentinel.Master != "":
 		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName: cfg.Sentinel.Master, SentinelAddrs: cfg.Sentinel.Addrs,
 			DialTimeout: t, ReadTimeout: t, WriteTimeout: t,
-		}), nil
+		}), "redis-sentinel", nil
 	case cfg.URL != "":
 		opt, err := redis.ParseURL(cfg.URL)
 		if err != nil {
-			return nil, fmt.Errorf("redis.url: %w", err)
+			return nil, "", fmt.Errorf("redis.url: %w", err)
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = t, t, t
-		return redis.NewClient(opt), nil
+		return redis.NewClient(opt), "redis", nil
 	}
-	return nil, nil
+	return nil, "", nil
 }
