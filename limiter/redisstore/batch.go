@@ -61,11 +61,6 @@ func (s *Store) work() {
 	cmds := make([]*redis.Cmd, s.maxBatch)
 	for {
 		select {
-		case <-s.quit:
-			return
-		default:
-		}
-		select {
 		case c := <-s.queue:
 			batch = append(batch[:0], c)
 		case <-s.quit:

@@ -97,13 +97,3 @@ func (r *reader) num() int64 {
 	r.off += 8
 	return x
 }
-
-func (r *reader) u8() int64 {
-	if r.off >= len(r.s) {
-		r.err = errShort
-		return 0
-	}
-	x := r.s[r.off]
-	r.off++
-	return int64(x)
-}
