@@ -40,9 +40,7 @@ func (p *Proxy) decide(next http.Handler) http.Handler {
 		d, err := p.decider.Decide(r.Context(), limits, x.cost)
 		took := p.now().Sub(x.start)
 		if err != nil && r.Context().Err() != nil {
-			// The caller went away while the limiter decided: nobody
-			// reads an answer, and the limiter did not fail.
-			w.WriteHeader(499)
+			callerLeft(w) // while the limiter decided; it did not fail
 			return
 		}
 		if err != nil {

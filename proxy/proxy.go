@@ -213,8 +213,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	x := exchangeFrom(r.Context())
 	p.refund(context.WithoutCancel(r.Context()), x)
 	if r.Context().Err() != nil {
-		// The caller went away; nobody reads this answer.
-		w.WriteHeader(499)
+		callerLeft(w)
 		return
 	}
 	setHeaders(w.Header(), x)
@@ -227,6 +226,10 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	p.answered(x, http.StatusBadGateway)
 	p.fail(w, r, http.StatusBadGateway, "upstream_unavailable", "the upstream is unreachable", err)
 }
+
+// callerLeft answers a caller who went away: 499, which nobody reads,
+// for the server's own accounting; nothing is logged.
+func callerLeft(w http.ResponseWriter) { w.WriteHeader(499) }
 
 func (p *Proxy) refund(ctx context.Context, x *exchange) {
 	if !x.decided {
