@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"math"
 	"path"
 	"slices"
 	"strings"
@@ -145,9 +146,16 @@ type Policy struct {
 
 	// cache holds the limits of subjects seen, per route (the last one
 	// for no route); see For.
-	cache      []sync.Map // subject ID -> []Limit
-	cached     atomic.Int64
-	nextExpiry time.Time // the earliest rule expiry; zero: none
+	cache    []sync.Map // subject ID -> *cachedLimits
+	cached   atomic.Int64
+	expiries []int64 // the rules' expiries, Unix ns, ascending
+}
+
+// cachedLimits are a subject's limits on a route, good until a rule
+// expires (Unix ns; math.MaxInt64: none will).
+type cachedLimits struct {
+	limits []Limit
+	until  int64
 }
 
 // maxCached bounds the subjects For remembers (per policy, so a reload
@@ -214,10 +222,11 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	for i := range cfg.Rules {
 		r := &cfg.Rules[i]
 		p.rules[r.Subject] = r
-		if !r.ExpiresAt.IsZero() && (p.nextExpiry.IsZero() || r.ExpiresAt.Before(p.nextExpiry)) {
-			p.nextExpiry = r.ExpiresAt
+		if !r.ExpiresAt.IsZero() {
+			p.expiries = append(p.expiries, r.ExpiresAt.UnixNano())
 		}
 	}
+	slices.Sort(p.expiries)
 	p.cache = make([]sync.Map, len(p.routes)+1)
 	return p, nil
 }
@@ -343,12 +352,9 @@ func Cost(r *Route) int64 {
 // (which must come from p.Match, or be nil) at time now, like Limits,
 // but remembers them: the same subject on the same route gets the same
 // slice, which callers must not modify. Requests of known subjects then
-// build no strings. Until a runtime rule expires the answer cannot
-// change; after the earliest expiry, limits are built per request.
+// build no strings. Remembered limits serve until the next runtime rule
+// expiry after they were built, then are built again.
 func (p *Policy) For(s Subject, r *Route, now time.Time) []Limit {
-	if !p.nextExpiry.IsZero() && !now.Before(p.nextExpiry) {
-		return p.Limits(nil, s, r, now)
-	}
 	c := &p.cache[len(p.cache)-1]
 	if r != nil {
 		i := slices.IndexFunc(p.routes, func(rt route) bool { return rt.Route == r })
@@ -357,12 +363,21 @@ func (p *Policy) For(s Subject, r *Route, now time.Time) []Limit {
 		}
 		c = &p.cache[i]
 	}
-	if l, ok := c.Load(s.ID); ok {
-		return l.([]Limit)
+	v, seen := c.Load(s.ID)
+	if seen {
+		if e := v.(*cachedLimits); now.UnixNano() < e.until {
+			return e.limits
+		}
 	}
-	l := p.Limits(nil, s, r, now)
-	if p.cached.Add(1) <= maxCached {
-		c.Store(s.ID, slices.Clip(l))
+	// The next expiry after now, read before the limits are built, so
+	// that they are never kept past a rule they include.
+	until := int64(math.MaxInt64)
+	if i, _ := slices.BinarySearch(p.expiries, now.UnixNano()+1); i < len(p.expiries) {
+		until = p.expiries[i]
+	}
+	l := slices.Clip(p.Limits(nil, s, r, now))
+	if seen || p.cached.Add(1) <= maxCached {
+		c.Store(s.ID, &cachedLimits{limits: l, until: until})
 	}
 	return l
 }

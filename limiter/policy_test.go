@@ -537,4 +537,9 @@ func TestForCaches(t *testing.T) {
 	if got, want := brief(after), brief(p.Limits(nil, s, nil, later)); got != want || got == brief(a) {
 		t.Errorf("after the rule expired: For = %q, want %q", got, want)
 	}
+	// ...and the limits built then are remembered again: an expired
+	// rule does not leave the policy building limits per request.
+	if again := p.For(s, nil, later.Add(time.Minute)); &again[0] != &after[0] {
+		t.Error("after the rule expired, For built the limits again for the same subject")
+	}
 }
