@@ -57,6 +57,10 @@ type Counter struct {
 	Start time.Time
 }
 
+// Is reports whether c and o are the same counter (the same key and
+// period start, whatever the time's location).
+func (c Counter) Is(o Counter) bool { return c.Key == o.Key && c.Start.Equal(o.Start) }
+
 // CounterValue is a Quota counter's absolute usage. Seq grows by one with
 // every change of Used in the hot path, so a ledger that keeps the value
 // with the highest Seq is exact whatever order writes arrive in.

@@ -478,14 +478,7 @@ func (s *Store) Refund(_ context.Context, counters []limiter.Counter, cost int64
 	var values []limiter.CounterValue
 	s.lock(mask)
 	for i, c := range counters {
-		dup := false
-		for _, p := range counters[:i] {
-			if p.Key == c.Key && p.Start.Equal(c.Start) {
-				dup = true
-				break
-			}
-		}
-		if dup {
+		if slices.ContainsFunc(counters[:i], c.Is) {
 			continue
 		}
 		sh := &s.shards[s.shardOf(c.Key)]
@@ -521,7 +514,7 @@ func (s *Store) Reset(_ context.Context, limits []limiter.Limit) ([]limiter.Coun
 		}
 		start, _ := l.Period.Bounds(now)
 		c := sh.quotas[quotaKey{key: l.Key, start: start.UnixNano()}]
-		if c == nil || slices.ContainsFunc(values, func(v limiter.CounterValue) bool { return v.Key == l.Key && v.Start.Equal(start) }) {
+		if c == nil || slices.ContainsFunc(values, func(v limiter.CounterValue) bool { return v.Is(limiter.Counter{Key: l.Key, Start: start}) }) {
 			continue
 		}
 		c.used, c.last = 0, nowNs

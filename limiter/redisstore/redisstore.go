@@ -711,7 +711,7 @@ func (s *Store) Refund(ctx context.Context, counters []limiter.Counter, cost int
 		unique []limiter.Counter
 	)
 	for i, c := range counters {
-		if slices.ContainsFunc(counters[:i], func(p limiter.Counter) bool { return p.Key == c.Key && p.Start.Equal(c.Start) }) {
+		if slices.ContainsFunc(counters[:i], c.Is) {
 			continue
 		}
 		sl := s.slotOf(c.Key)
