@@ -11,6 +11,7 @@ import (
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/limiter/memstore"
 	"github.com/gaia-proxy/gaia-proxy/limiter/storetest"
+	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 func TestStore(t *testing.T) {
@@ -18,28 +19,6 @@ func TestStore(t *testing.T) {
 		return memstore.New(clock.Now)
 	})
 }
-
-// utcDay cuts time into UTC days.
-type utcDay struct{}
-
-func (utcDay) Bounds(t time.Time) (start, end time.Time) {
-	y, m, d := t.UTC().Date()
-	start = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
-	return start, start.AddDate(0, 0, 1)
-}
-
-func (utcDay) String() string { return "daily" }
-
-// utcMonth cuts time into UTC months.
-type utcMonth struct{}
-
-func (utcMonth) Bounds(t time.Time) (start, end time.Time) {
-	y, m, _ := t.UTC().Date()
-	start = time.Date(y, m, 1, 0, 0, 0, 0, time.UTC)
-	return start, start.AddDate(0, 1, 0)
-}
-
-func (utcMonth) String() string { return "monthly" }
 
 // subject returns the limits of a typical request of subject i: two
 // rate windows and a quota.
@@ -68,7 +47,7 @@ func TestEviction(t *testing.T) {
 	s := memstore.New(clock.Now)
 	const n = 1000
 	for i := range n {
-		decide(t, s, subject(i, 100, utcDay{}), 1)
+		decide(t, s, subject(i, 100, utcDay), 1)
 	}
 	if got := s.Len(); got != 3*n {
 		t.Fatalf("Len = %d after %d subjects, want %d", got, n, 3*n)
@@ -76,13 +55,13 @@ func TestEviction(t *testing.T) {
 
 	// Reads, and requests refused because they cost more than the
 	// limit, create no state.
-	decide(t, s, subject(n, 100, utcDay{})[:2], 0)
-	decide(t, s, subject(n+1, 100, utcDay{})[:2], 101)
+	decide(t, s, subject(n, 100, utcDay)[:2], 0)
+	decide(t, s, subject(n+1, 100, utcDay)[:2], 101)
 	if got := s.Len(); got != 3*n {
 		t.Errorf("Len = %d after a peek and a refusal on new subjects, want %d", got, 3*n)
 	}
 
-	busy := subject(-1, 1_000_000, utcDay{})
+	busy := subject(-1, 1_000_000, utcDay)
 	// sweep moves the clock by d in steps long enough for one shard
 	// sweep each, keeping busy alive, and returns Len.
 	sweep := func(d time.Duration) int {
@@ -103,7 +82,7 @@ func TestEviction(t *testing.T) {
 		t.Errorf("after 13m: Len = %d, want 3 (busy)", got)
 	}
 	// An evicted quota counter is missing again: the ledger seeds it.
-	d, err := s.Decide(t.Context(), subject(0, 100, utcDay{}), 1)
+	d, err := s.Decide(t.Context(), subject(0, 100, utcDay), 1)
 	if err != nil || len(d.Missing) != 1 {
 		t.Errorf("evicted quota: missing = %v, %v, want [2]", d.Missing, err)
 	}
@@ -120,7 +99,7 @@ func TestEviction(t *testing.T) {
 func TestRefundAfterEviction(t *testing.T) {
 	clock := storetest.NewClock(storetest.Start)
 	s := memstore.New(clock.Now)
-	d := decide(t, s, subject(1, 10, utcDay{}), 1)
+	d := decide(t, s, subject(1, 10, utcDay), 1)
 	c := d.Statuses[2].Counter
 	for range 64 * 12 {
 		clock.Advance(time.Second)
@@ -134,7 +113,7 @@ func TestRefundAfterEviction(t *testing.T) {
 
 func TestNegativeCost(t *testing.T) {
 	s := memstore.New(nil)
-	if _, err := s.Decide(t.Context(), subject(1, 10, utcDay{}), -1); err == nil {
+	if _, err := s.Decide(t.Context(), subject(1, 10, utcDay), -1); err == nil {
 		t.Error("Decide with cost -1: no error")
 	}
 	if _, err := s.Refund(t.Context(), nil, -1); err == nil {
@@ -147,7 +126,7 @@ func TestNegativeCost(t *testing.T) {
 func TestClockBack(t *testing.T) {
 	clock := storetest.NewClock(storetest.Start)
 	s := memstore.New(clock.Now)
-	lim := subject(1, 5, utcDay{})[:1]
+	lim := subject(1, 5, utcDay)[:1]
 	clock.Advance(900 * time.Millisecond)
 	for range 5 {
 		decide(t, s, lim, 1)
@@ -172,7 +151,7 @@ func BenchmarkDecide(b *testing.B) {
 			s := memstore.New(nil)
 			limits := make([][]limiter.Limit, subjects)
 			for i := range limits {
-				limits[i] = subject(i, 1<<40, utcMonth{})
+				limits[i] = subject(i, 1<<40, utcMonth)
 				decide(b, s, limits[i], 0) // seed the quota
 			}
 			ctx := context.Background()
@@ -228,3 +207,9 @@ func Example() {
 	// allowed=false remaining=0 retry_after=1.02s
 	// allowed=true remaining=1 retry_after=0s
 }
+
+// UTC days and months.
+var (
+	utcDay   = quota.Calendar{Unit: quota.Daily, Loc: time.UTC}
+	utcMonth = quota.Calendar{Unit: quota.Monthly, Loc: time.UTC}
+)

@@ -69,7 +69,7 @@ func realistic(i int) []limiter.Limit {
 		{Name: "pro-1s", Key: tag + "key:k" + id + "/r1s", Limit: 1e9, Window: time.Second},
 		{Name: "pro-1m", Key: tag + "key:k" + id + "/r1m", Limit: 1e9, Window: time.Minute},
 		{Name: "pro-1h", Key: tag + "key:k" + id + "/r1h", Limit: 1e9, Window: time.Hour},
-		{Name: "pro-daily", Key: tag + "user:u" + id + "/qdaily", Limit: 1e12, Period: utcDay{}},
+		{Name: "pro-daily", Key: tag + "user:u" + id + "/qdaily", Limit: 1e12, Period: utcDay},
 	}
 }
 

@@ -22,7 +22,7 @@ func Example() {
 	lim := limiter.New(store, nil) // seeds quota counters, records usage
 	limits := []limiter.Limit{
 		{Name: "free-1s", Key: "{user:alice}key:k1/r1s", Limit: 10, Window: time.Second},
-		{Name: "free-daily", Key: "{user:alice}user:alice/qdaily", Limit: 10000, Period: utcDay{}},
+		{Name: "free-daily", Key: "{user:alice}user:alice/qdaily", Limit: 10000, Period: utcDay},
 	}
 	d, err := lim.Decide(context.Background(), limits, 1)
 	if err != nil {

@@ -1,14 +1,10 @@
 package redisstore_test
 
-import "time"
+import (
+	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/quota"
+)
 
 // utcDay cuts time into UTC days.
-type utcDay struct{}
-
-func (utcDay) Bounds(t time.Time) (start, end time.Time) {
-	y, m, d := t.UTC().Date()
-	start = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
-	return start, start.AddDate(0, 0, 1)
-}
-
-func (utcDay) String() string { return "daily" }
+var utcDay = quota.Calendar{Unit: quota.Daily, Loc: time.UTC}

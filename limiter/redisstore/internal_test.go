@@ -17,28 +17,8 @@ import (
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/limiter/memstore"
 	"github.com/gaia-proxy/gaia-proxy/limiter/storetest"
+	"github.com/gaia-proxy/gaia-proxy/quota"
 )
-
-// hourly cuts time into UTC hours.
-type hourly struct{}
-
-func (hourly) Bounds(t time.Time) (start, end time.Time) {
-	start = t.UTC().Truncate(time.Hour)
-	return start, start.Add(time.Hour)
-}
-
-func (hourly) String() string { return "hourly" }
-
-// daily cuts time into UTC days.
-type daily struct{}
-
-func (daily) Bounds(t time.Time) (start, end time.Time) {
-	y, m, d := t.UTC().Date()
-	start = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
-	return start, start.AddDate(0, 0, 1)
-}
-
-func (daily) String() string { return "daily" }
 
 // newLimiter returns a Limiter on s whose round trips have no time
 // bound: these tests check the store, not the failure modes.
@@ -90,7 +70,7 @@ func TestSlotsMatchMemstore(t *testing.T) {
 				return limiter.Limit{Name: name, Key: "{" + k + tag + "}" + name, Limit: limit, Window: w}
 			}
 			quota := func(k, name string, limit int64) limiter.Limit {
-				return limiter.Limit{Name: name, Key: "{" + k + tag + "}" + name, Limit: limit, Period: hourly{}}
+				return limiter.Limit{Name: name, Key: "{" + k + tag + "}" + name, Limit: limit, Period: hourly}
 			}
 			pool := []limiter.Limit{
 				rate("a", "a/r1s", 5, time.Second),
@@ -194,7 +174,7 @@ func TestSlotsConcurrent(t *testing.T) {
 				id := "u" + strconv.Itoa(u) + tag
 				return []limiter.Limit{
 					{Name: "key-1h", Key: "{user:" + id + "}key:" + id + "/r1h", Limit: perUserRate, Window: time.Hour},
-					{Name: "user-hourly", Key: "{user:" + id + "}user:" + id + "/qhourly", Limit: perUserQuota, Period: hourly{}},
+					{Name: "user-hourly", Key: "{user:" + id + "}user:" + id + "/qhourly", Limit: perUserQuota, Period: hourly},
 					{Name: "global-1h", Key: "{global" + tag + "}global/route:search/r1h", Limit: global, Window: time.Hour, PerRequest: true},
 				}
 			}
@@ -318,7 +298,7 @@ func TestTTL(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	lim := []limiter.Limit{
 		{Name: "r", Key: "{ttl}key:k/r1s", Limit: 10, Window: time.Second},
-		{Name: "q", Key: "{ttl}user:u/qdaily", Limit: 10, Period: daily{}},
+		{Name: "q", Key: "{ttl}user:u/qdaily", Limit: 10, Period: daily},
 	}
 	d, err := newLimiter(s).Decide(t.Context(), lim, 1)
 	if err != nil || !d.Allowed {
@@ -334,7 +314,7 @@ func TestTTL(t *testing.T) {
 		t.Errorf("window string TTL = %v, want in (%v, %v]", rttl, rateSlack, hi)
 	}
 	c := d.Statuses[1].Counter
-	_, end := daily{}.Bounds(c.Start)
+	_, end := daily.Bounds(c.Start)
 	qttl := rdb.PTTL(ctx, s.quotaKey(c.Key, c.Start)).Val()
 	if hi := time.Until(end) + quotaSlack + time.Second; qttl <= quotaSlack || qttl > hi {
 		t.Errorf("quota counter TTL = %v, want in (%v, %v]", qttl, quotaSlack, hi)
@@ -373,7 +353,7 @@ func TestMemoryPerSubject(t *testing.T) {
 			{Name: "pro-1s", Key: tag + "key:" + id + "/r1s", Limit: 100, Window: time.Second},
 			{Name: "pro-1m", Key: tag + "key:" + id + "/r1m", Limit: 5000, Window: time.Minute},
 			{Name: "pro-1h", Key: tag + "key:" + id + "/r1h", Limit: 100000, Window: time.Hour},
-			{Name: "pro-daily", Key: tag + "user:" + id + "/qdaily", Limit: 1000000, Period: daily{}},
+			{Name: "pro-daily", Key: tag + "user:" + id + "/qdaily", Limit: 1000000, Period: daily},
 		}
 	}
 	usage := func(l []limiter.Limit, d limiter.Decision) (total int64) {
@@ -494,7 +474,7 @@ func TestCallerLeaves(t *testing.T) {
 	t.Logf("%d of 20 decisions returned before their caller left; %+v", counted, s.Stats())
 
 	// A result that arrives after its caller left is undone.
-	lim := append(l, limiter.Limit{Name: "q", Key: "{leave}q", Limit: 50, Period: hourly{}})
+	lim := append(l, limiter.Limit{Name: "q", Key: "{leave}q", Limit: 50, Period: hourly})
 	if _, err := newLimiter(s).Decide(t.Context(), lim, 0); err != nil { // seeds the quota
 		t.Fatal(err)
 	}
@@ -562,7 +542,7 @@ func TestWindowStrings(t *testing.T) {
 		rate(tag+"key:k/route:x/r1s", 5, time.Second),
 		rate(tag+"solo", 25, time.Second),    // no "/" after the tag
 		rate("plain/r1s", 25, 3*time.Second), // no hash tag
-		{Name: "q", Key: tag + "user:u/qhourly", Limit: 1e12, Period: hourly{}},
+		{Name: "q", Key: tag + "user:u/qhourly", Limit: 1e12, Period: hourly},
 	}
 	pool[1].Shadow = true
 	ctx := t.Context()
@@ -641,7 +621,7 @@ func TestManyWindows(t *testing.T) {
 		lim = append(lim, limiter.Limit{Name: "r" + strconv.Itoa(i), Key: tag + "key:k/r" + strconv.Itoa(i), Limit: int64(20 + i), Window: w})
 	}
 	for i := range 20 {
-		lim = append(lim, limiter.Limit{Name: "q" + strconv.Itoa(i), Key: tag + "user:u/q" + strconv.Itoa(i), Limit: int64(1000 + i), Period: hourly{}})
+		lim = append(lim, limiter.Limit{Name: "q" + strconv.Itoa(i), Key: tag + "user:u/q" + strconv.Itoa(i), Limit: int64(1000 + i), Period: hourly})
 	}
 	ctx := t.Context()
 	for n := range 200 {
@@ -656,3 +636,9 @@ func TestManyWindows(t *testing.T) {
 		}
 	}
 }
+
+// UTC hours and days.
+var (
+	hourly = quota.Calendar{Unit: quota.Hourly, Loc: time.UTC}
+	daily  = quota.Calendar{Unit: quota.Daily, Loc: time.UTC}
+)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 // Run runs the contract tests as subtests of t, in parallel. newStore
@@ -213,25 +214,7 @@ func statuses(d limiter.Decision) string {
 }
 
 // hourly cuts time into UTC hours.
-type hourly struct{}
-
-func (hourly) Bounds(t time.Time) (start, end time.Time) {
-	start = t.UTC().Truncate(time.Hour)
-	return start, start.Add(time.Hour)
-}
-
-func (hourly) String() string { return "hourly" }
-
-// daily cuts time into the days of loc.
-type daily struct{ loc *time.Location }
-
-func (p daily) Bounds(t time.Time) (start, end time.Time) {
-	y, m, d := t.In(p.loc).Date()
-	start = time.Date(y, m, d, 0, 0, 0, 0, p.loc)
-	return start, start.AddDate(0, 0, 1)
-}
-
-func (daily) String() string { return "daily" }
+var hourly = quota.Calendar{Unit: quota.Hourly, Loc: time.UTC}
 
 func testSingleWindow(e *env) {
 	lim := []limiter.Limit{e.rate("r", 10, time.Second)}
@@ -295,7 +278,7 @@ func testSeveralLimitsAtomic(e *env) {
 	lim := []limiter.Limit{
 		e.rate("short", 5, time.Second),
 		e.rate("long", 8, 10*time.Second),
-		e.quota("quota", 9, hourly{}),
+		e.quota("quota", 9, hourly),
 	}
 	for range 5 {
 		e.allow(lim, 1)
@@ -335,7 +318,7 @@ func testSeveralLimitsAtomic(e *env) {
 }
 
 func testCosts(e *env) {
-	lim := []limiter.Limit{e.rate("r", 10, time.Second), e.quota("q", 100, hourly{})}
+	lim := []limiter.Limit{e.rate("r", 10, time.Second), e.quota("q", 100, hourly)}
 	for i := int64(1); i <= 3; i++ {
 		if d := e.allow(lim, 3); d.Statuses[0].Used != 3*i || d.Statuses[1].Used != 3*i {
 			e.Errorf("after %d × cost 3: used = %d, %d, want %d", i, d.Statuses[0].Used, d.Statuses[1].Used, 3*i)
@@ -353,7 +336,7 @@ func testCosts(e *env) {
 func testPerRequest(e *env) {
 	route := e.rate("route", 2, time.Second)
 	route.PerRequest = true
-	routeQuota := e.quota("route-quota", 3, hourly{})
+	routeQuota := e.quota("route-quota", 3, hourly)
 	routeQuota.PerRequest = true
 	lim := []limiter.Limit{e.rate("r", 100, time.Second), route, routeQuota}
 	e.allow(lim, 5)
@@ -369,7 +352,7 @@ func testPerRequest(e *env) {
 }
 
 func testCostAboveLimit(e *env) {
-	lim := []limiter.Limit{e.rate("r", 10, time.Second), e.quota("q", 5, hourly{})}
+	lim := []limiter.Limit{e.rate("r", 10, time.Second), e.quota("q", 5, hourly)}
 	e.clock.Advance(15 * time.Minute)
 	d := e.refuse(lim, 11)
 	r, q := d.Statuses[0], d.Statuses[1]
@@ -449,7 +432,7 @@ func testShadow(e *env) {
 }
 
 func testQuotaMissing(e *env) {
-	p := hourly{}
+	p := hourly
 	lim := []limiter.Limit{e.rate("r", 10, time.Second), e.quota("q", 100, p), e.quota("q2", 100, p)}
 	start, _ := p.Bounds(e.clock.Now())
 	for _, cost := range []int64{1, 0} {
@@ -490,7 +473,7 @@ func testQuotaMissing(e *env) {
 }
 
 func testSeedDoesNotOverwrite(e *env) {
-	p := hourly{}
+	p := hourly
 	lim := []limiter.Limit{e.quota("q", 100, p)}
 	start, _ := p.Bounds(e.clock.Now())
 	c := limiter.Counter{Key: e.tag + "q", Start: start}
@@ -505,7 +488,7 @@ func testSeedDoesNotOverwrite(e *env) {
 }
 
 func testQuotaRollover(e *env) {
-	lim := []limiter.Limit{e.quota("q", 3, hourly{})}
+	lim := []limiter.Limit{e.quota("q", 3, hourly)}
 	e.clock.Set(time.Date(2026, 3, 2, 10, 59, 59, 900_000_000, time.UTC))
 	for range 3 {
 		e.allow(lim, 1)
@@ -533,7 +516,7 @@ func testQuotaRollover(e *env) {
 
 func testQuotaRolloverZone(e *env) {
 	ist := time.FixedZone("IST", 5*3600+1800)
-	lim := []limiter.Limit{e.quota("q", 2, daily{ist})}
+	lim := []limiter.Limit{e.quota("q", 2, quota.Calendar{Unit: quota.Daily, Loc: ist})}
 	// 18:29:59 UTC is 23:59:59 IST.
 	e.clock.Set(time.Date(2026, 3, 2, 18, 29, 59, 0, time.UTC))
 	for range 2 {
@@ -558,7 +541,7 @@ func testQuotaRolloverZone(e *env) {
 }
 
 func testRefund(e *env) {
-	q := e.quota("q", 10, hourly{})
+	q := e.quota("q", 10, hourly)
 	q.Refundable = true
 	lim := []limiter.Limit{e.rate("r", 10, time.Second), q}
 	e.clock.Set(time.Date(2026, 3, 2, 10, 59, 0, 0, time.UTC))
@@ -595,7 +578,7 @@ func testRefund(e *env) {
 }
 
 func testReset(e *env) {
-	q := e.quota("q", 10, hourly{})
+	q := e.quota("q", 10, hourly)
 	again := q
 	again.Name = "q-again"
 	lim := []limiter.Limit{e.rate("r", 5, time.Second), q}
@@ -618,7 +601,7 @@ func testReset(e *env) {
 	}
 
 	// A quota counter the store does not hold is skipped, and stays missing.
-	other := e.quota("other", 10, hourly{})
+	other := e.quota("other", 10, hourly)
 	if values, err := e.store.Reset(e.ctx, []limiter.Limit{other}); err != nil || len(values) != 0 {
 		e.Errorf("Reset(unheld quota) = %v, %v, want none", values, err)
 	}
@@ -633,7 +616,7 @@ func testReset(e *env) {
 
 func testStatusFields(e *env) {
 	g := limiter.BucketWidth(time.Second) // 20ms
-	lim := []limiter.Limit{e.rate("r", 4, time.Second), e.quota("q", 3, hourly{})}
+	lim := []limiter.Limit{e.rate("r", 4, time.Second), e.quota("q", 3, hourly)}
 
 	// Nothing used: Reset 0, all remaining.
 	d := e.decide(lim, 0)
@@ -710,7 +693,7 @@ func testRetryAfterIsExact(e *env) {
 }
 
 func testPeek(e *env) {
-	lim := []limiter.Limit{e.rate("r", 5, time.Second), e.quota("q", 10, hourly{})}
+	lim := []limiter.Limit{e.rate("r", 5, time.Second), e.quota("q", 10, hourly)}
 	d := e.decide(lim, 0)
 	if !d.Allowed {
 		e.Errorf("peek on fresh counters refused")
@@ -744,7 +727,7 @@ func testSharedCounter(e *env) {
 	a := e.rate("r", 10, time.Second)
 	b := a
 	b.Name, b.Limit = "r-strict", 4
-	q := e.quota("q", 100, hourly{})
+	q := e.quota("q", 100, hourly)
 	q2 := q
 	q2.Name = "q-again"
 	lim := []limiter.Limit{a, b, q, q2}
@@ -774,7 +757,7 @@ func testSharedCounter(e *env) {
 }
 
 func testConcurrent(e *env) {
-	lim := []limiter.Limit{e.rate("r", 100, time.Second), e.quota("q", 1000, hourly{})}
+	lim := []limiter.Limit{e.rate("r", 100, time.Second), e.quota("q", 1000, hourly)}
 	e.decide(lim, 0) // seed the quota
 	const goroutines, each = 16, 25
 	var (
@@ -831,7 +814,7 @@ func testLargeCounts(e *env) {
 		e.Fatal(err)
 	}
 
-	q := []limiter.Limit{e.quota("bigq", 100_000_000_000, hourly{})}
+	q := []limiter.Limit{e.quota("bigq", 100_000_000_000, hourly)}
 	var used int64
 	for i, c := range costs {
 		d := e.allow(q, c)
