@@ -51,6 +51,14 @@ func roundTrip(addr string, wait time.Duration) error {
 }
 
 func TestRelay(t *testing.T) {
+	// Closed after the relay's own cleanup (cleanups run last first), so
+	// that cleanup meets a frozen connection with a live client.
+	var frozen net.Conn
+	t.Cleanup(func() {
+		if frozen != nil {
+			frozen.Close()
+		}
+	})
 	r := New(t, echo(t))
 	if err := roundTrip(r.Addr(), 5*time.Second); err != nil {
 		t.Fatalf("through the relay: %v", err)
@@ -72,5 +80,12 @@ func TestRelay(t *testing.T) {
 		t.Fatalf("after thawing: %v", err)
 	}
 	r.Freeze() // the cleanup must not hang on frozen connections
-	go roundTrip(r.Addr(), 5*time.Second)
+	c, err := net.DialTimeout("tcp", r.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen = c
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
 }
