@@ -103,29 +103,19 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 
 	if f := o.Limiter; f != nil {
 		m.reg.MustRegister(
-			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "gaia_redis_errors_total",
-				Help: "Failed round trips to the limiter's primary store (Redis).",
-			}, func() float64 { return float64(f().Failures) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "gaia_redis_healthy",
-				Help: "1 while the primary store (Redis) decides, 0 while the failure mode does.",
-			}, func() float64 { return bool01(f().Healthy) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "gaia_refusals_held_total",
-				Help: "Requests refused again by this replica without asking Redis, while the limit that refused them was still full (redis.hold_refusals).",
-			}, func() float64 { return float64(f().HeldRefusals) }))
+			counterFunc("gaia_redis_errors_total", "Failed round trips to the limiter's primary store (Redis).",
+				func() float64 { return float64(f().Failures) }),
+			gaugeFunc("gaia_redis_healthy", "1 while the primary store (Redis) decides, 0 while the failure mode does.",
+				func() float64 { return bool01(f().Healthy) }),
+			counterFunc("gaia_refusals_held_total", "Requests refused again by this replica without asking Redis, while the limit that refused them was still full (redis.hold_refusals).",
+				func() float64 { return float64(f().HeldRefusals) }))
 	}
 	if f := o.RoundTrips; f != nil {
 		m.reg.MustRegister(
-			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "gaia_redis_decisions_total",
-				Help: "Decisions the Redis store made; divided by gaia_redis_round_trips_total, how many share a round trip.",
-			}, func() float64 { return float64(f().Decisions) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "gaia_redis_round_trips_total",
-				Help: "Round trips (pipelines of script calls) the Redis store made.",
-			}, func() float64 { return float64(f().RoundTrips) }))
+			counterFunc("gaia_redis_decisions_total", "Decisions the Redis store made; divided by gaia_redis_round_trips_total, how many share a round trip.",
+				func() float64 { return float64(f().Decisions) }),
+			counterFunc("gaia_redis_round_trips_total", "Round trips (pipelines of script calls) the Redis store made.",
+				func() float64 { return float64(f().RoundTrips) }))
 	}
 	type ledger struct {
 		name                string
@@ -254,14 +244,22 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // registerStream adds the live stream's metrics.
 func (m *Metrics) registerStream(h *hub) {
 	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+		return counterFunc(name, help, func() float64 { return float64(v.Load()) })
 	}
 	m.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gaia_ws_clients", Help: "Live stream clients connected."},
-			func() float64 { return float64(h.nclients.Load()) }),
+		gaugeFunc("gaia_ws_clients", "Live stream clients connected.", func() float64 { return float64(h.nclients.Load()) }),
 		counter("gaia_ws_messages_sent_total", "Live stream messages written to clients.", &h.sent),
 		counter("gaia_ws_messages_dropped_total", "Live stream messages dropped because a client's queue was full.", &h.dropped),
 		counter("gaia_ws_violations_dropped_total", "Violations not sent to a client one by one (past its budget, or queue full), summarised in violations_dropped messages; one per client.", &h.violationsDropped),
 		counter("gaia_ws_bus_dropped_total", "Live stream messages for other replicas dropped (queue full, or the bus failed).", &h.busDropped),
 	)
+}
+
+// counterFunc and gaugeFunc are series read from f at scrape time.
+func counterFunc(name, help string, f func() float64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+}
+
+func gaugeFunc(name, help string, f func() float64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 }
