@@ -118,9 +118,9 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 				func() float64 { return float64(f().RoundTrips) }))
 	}
 	type ledger struct {
-		name                string
-		lag, queue, dropped func() float64
-		healthy             func() bool
+		name                        string
+		lag, queue, dropped, errors func() float64
+		healthy                     func() bool
 	}
 	var ledgers []ledger
 	if f := o.Usage; f != nil {
@@ -128,6 +128,7 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 			func() float64 { return f().Lag.Seconds() },
 			func() float64 { return float64(f().Pending) },
 			func() float64 { return float64(f().Dropped) },
+			func() float64 { return float64(f().Errors) },
 			func() bool { return f().Healthy }})
 	}
 	if f := o.Journal; f != nil {
@@ -135,6 +136,7 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 			func() float64 { return f().Lag.Seconds() },
 			func() float64 { s := f(); return float64(s.PendingViolations + s.PendingRollups) },
 			func() float64 { return float64(f().DroppedViolations) },
+			func() float64 { return float64(f().Errors) },
 			func() bool { return f().Healthy }})
 	}
 	for _, l := range ledgers {
@@ -146,6 +148,8 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 				Help: "Changes waiting to be written to the durable ledger."}, l.queue),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gaia_ledger_dropped_total", ConstLabels: labels,
 				Help: "Changes dropped because the ledger's queue was full."}, l.dropped),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gaia_ledger_errors_total", ConstLabels: labels,
+				Help: "Failed writes to the durable ledger (database errors); what failed stays queued and is retried."}, l.errors),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gaia_ledger_healthy", ConstLabels: labels,
 				Help: "1 when the last write to the database succeeded, 0 while writes fail."}, func() float64 { return bool01(l.healthy()) }))
 	}

@@ -26,10 +26,10 @@ func TestMetrics(t *testing.T) {
 			return limiter.State{Healthy: false, Mode: "fallback-local", Failures: 7, HeldRefusals: 11}
 		},
 		Usage: func() quota.Stats {
-			return quota.Stats{Pending: 12, Dropped: 2, Lag: 1500 * time.Millisecond, Healthy: true}
+			return quota.Stats{Pending: 12, Dropped: 2, Lag: 1500 * time.Millisecond, Healthy: true, Errors: 4}
 		},
 		Journal: func() quota.JournalStats {
-			return quota.JournalStats{PendingViolations: 3, PendingRollups: 4, DroppedViolations: 1, Lag: 3 * time.Second, Healthy: false}
+			return quota.JournalStats{PendingViolations: 3, PendingRollups: 4, DroppedViolations: 1, Lag: 3 * time.Second, Healthy: false, Errors: 9}
 		},
 		RoundTrips: func() admin.RoundTrips { return admin.RoundTrips{Decisions: 90, RoundTrips: 6} },
 		Routes:     []string{"confirm", "search"},
@@ -92,6 +92,8 @@ func TestMetrics(t *testing.T) {
 		{"gaia_ledger_queue", "ledger=journal", 7},
 		{"gaia_ledger_dropped_total", "ledger=usage", 2},
 		{"gaia_ledger_dropped_total", "ledger=journal", 1},
+		{"gaia_ledger_errors_total", "ledger=usage", 4},
+		{"gaia_ledger_errors_total", "ledger=journal", 9},
 		{"gaia_ledger_healthy", "ledger=usage", 1},
 		{"gaia_ledger_healthy", "ledger=journal", 0},
 		{"gaia_ws_clients", "", 0},

@@ -15,7 +15,8 @@ type flushing struct {
 	every   time.Duration
 	timeout time.Duration
 	logf    func(format string, args ...any)
-	failed  bool // the last write failed
+	failed  bool   // the last write failed
+	errors  uint64 // failed writes, shutdown's last flush aside
 }
 
 // run calls flush every interval until ctx is done. Errors are logged by
@@ -45,6 +46,9 @@ func (f *flushing) bounded(ctx context.Context, write func(context.Context) erro
 // (unless ctx ended: a shutdown's last flush follows), and the recovery,
 // saying what it wrote.
 func (f *flushing) result(ctx context.Context, err error, written func() string) {
+	if err != nil && ctx.Err() == nil {
+		f.errors++
+	}
 	switch {
 	case err != nil && !f.failed && ctx.Err() == nil:
 		f.failed = true

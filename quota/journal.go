@@ -170,6 +170,8 @@ type JournalStats struct {
 	// Healthy reports that the last write succeeded (true before the
 	// first write).
 	Healthy bool
+	// Errors counts failed writes.
+	Errors uint64
 }
 
 // keepMinutes is how many minutes before the current one keep their
@@ -470,7 +472,7 @@ func (j *Journal) Stats() JournalStats {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	s := JournalStats{PendingViolations: len(j.viols) + j.nFlying, PendingRollups: j.nPending,
-		DroppedViolations: j.dropped, LastFlush: j.last, Healthy: !j.f.failed}
+		DroppedViolations: j.dropped, LastFlush: j.last, Healthy: !j.f.failed, Errors: j.f.errors}
 	oldest := j.since
 	if j.busy {
 		oldest = j.flying

@@ -242,8 +242,8 @@ func TestJournalFailingStoreRetries(t *testing.T) {
 		}
 	}
 	st := j.Stats()
-	if st.PendingViolations != 5 || st.PendingRollups != 1 || st.Healthy || st.Lag != clk.Now().Sub(t0) {
-		t.Errorf("Stats while failing: got %+v, want 5 violations and 1 roll-up pending for %v, unhealthy", st, clk.Now().Sub(t0))
+	if st.PendingViolations != 5 || st.PendingRollups != 1 || st.Healthy || st.Lag != clk.Now().Sub(t0) || st.Errors != 5 {
+		t.Errorf("Stats while failing: got %+v, want 5 violations and 1 roll-up pending for %v, unhealthy, 5 errors", st, clk.Now().Sub(t0))
 	}
 	if n := lg.count("journal write failed"); n != 1 {
 		t.Errorf("failure log lines: got %d, want 1: %q", n, lg.lines)

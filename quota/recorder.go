@@ -42,6 +42,8 @@ type Stats struct {
 	// Healthy reports that the last write succeeded (true before the
 	// first write).
 	Healthy bool
+	// Errors counts failed writes.
+	Errors uint64
 }
 
 // Recorder is the limiter.Ledger on top of a Store: Record buffers the
@@ -232,7 +234,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 func (r *Recorder) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := Stats{Pending: len(r.pending) + len(r.inflight) - r.overlap, Dropped: r.dropped, LastFlush: r.last, Healthy: !r.f.failed}
+	s := Stats{Pending: len(r.pending) + len(r.inflight) - r.overlap, Dropped: r.dropped, LastFlush: r.last, Healthy: !r.f.failed, Errors: r.f.errors}
 	oldest := r.since
 	if len(r.inflight) > 0 {
 		oldest = r.flying

@@ -277,8 +277,8 @@ func TestFailingStoreRecovers(t *testing.T) {
 		}
 	}
 	st := r.Stats()
-	if st.Pending != 2 || st.Healthy || st.Lag != clk.Now().Sub(t0) {
-		t.Errorf("Stats while failing: got %+v, want 2 pending, unhealthy, lag %v", st, clk.Now().Sub(t0))
+	if st.Pending != 2 || st.Healthy || st.Lag != clk.Now().Sub(t0) || st.Errors != 5 {
+		t.Errorf("Stats while failing: got %+v, want 2 pending, unhealthy, lag %v, 5 errors", st, clk.Now().Sub(t0))
 	}
 	if n := lg.count("quota ledger write failed"); n != 1 {
 		t.Errorf("failure log lines: got %d, want 1: %q", n, lg.lines)
@@ -291,7 +291,7 @@ func TestFailingStoreRecovers(t *testing.T) {
 	if n := lg.count("quota ledger write recovered"); n != 1 {
 		t.Errorf("recovery log lines: got %d, want 1: %q", n, lg.lines)
 	}
-	if st := r.Stats(); st.Pending != 0 || !st.Healthy || st.Lag != 0 {
+	if st := r.Stats(); st.Pending != 0 || !st.Healthy || st.Lag != 0 || st.Errors != 5 {
 		t.Errorf("Stats after recovery: got %+v", st)
 	}
 }
