@@ -84,6 +84,18 @@ local function now()
   return clock
 end
 
+-- piece adds s[from..to], unless empty, to the pack arguments A of a
+-- window string being planned (see plan): one more argument, a string
+-- token in code and T. It returns the new na, code and nt.
+local function piece(A, T, na, code, nt, s, from, to)
+  if to >= from then
+    na, code, nt = na + 1, code * 10 + 1, nt + 1
+    T[nt] = 1
+    A[na] = ssub(s, from, to)
+  end
+  return na, code, nt
+end
+
 -- readOwner returns the windows of window string s as tables: id (idg),
 -- g, head, rest, last, cw, and the history as a list of {bucket, count};
 -- and the stamp.
@@ -335,11 +347,7 @@ if op == 'D' then
         end
         if ncw > cw then
           -- The total outgrew the count width: widen every count.
-          if to >= from then
-            na, code, nt = na + 1, code * 10 + 1, nt + 1
-            T[nt] = 1
-            A[na] = ssub(s, from, to)
-          end
+          na, code, nt = piece(A, T, na, code, nt, s, from, to)
           local v, pf = {}, PF[cw]
           for z = a, e, 1 + cw do
             local bk, u = sunpack(pf, s, z)
@@ -359,19 +367,11 @@ if op == 'D' then
               if to == a - 1 then
                 to = e
               else
-                if to >= from then
-                  na, code, nt = na + 1, code * 10 + 1, nt + 1
-                  T[nt] = 1
-                  A[na] = ssub(s, from, to)
-                end
+                na, code, nt = piece(A, T, na, code, nt, s, from, to)
                 from, to = a, e
               end
             end
-            if to >= from then
-              na, code, nt = na + 1, code * 10 + 1, nt + 1
-              T[nt] = 1
-              A[na] = ssub(s, from, to)
-            end
+            na, code, nt = piece(A, T, na, code, nt, s, from, to)
             A[na + 1], A[na + 2] = head % 256, last
             na, code, hlen, nt = na + 2, code * 10 + 1 + ncw, hlen + 1 + ncw, nt + 1
             T[nt] = 1 + ncw
@@ -385,11 +385,7 @@ if op == 'D' then
         if to == a - 1 then
           to = e
         else
-          if to >= from then
-            na, code, nt = na + 1, code * 10 + 1, nt + 1
-            T[nt] = 1
-            A[na] = ssub(s, from, to)
-          end
+          na, code, nt = piece(A, T, na, code, nt, s, from, to)
           from, to = a, e
         end
       end
@@ -399,11 +395,7 @@ if op == 'D' then
         leave = lv
       end
     end
-    if to >= from then
-      na, code, nt = na + 1, code * 10 + 1, nt + 1
-      T[nt] = 1
-      A[na] = ssub(s, from, to)
-    end
+    na, code, nt = piece(A, T, na, code, nt, s, from, to)
     return na, code, leave, hp, nt
   end
 
