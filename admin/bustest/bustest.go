@@ -16,6 +16,48 @@ import (
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
+// RunIsolation checks that mine hears messages published on mine only,
+// not those of other, a bus on another channel (or schema) of the same
+// server, and that a message of admin.MaxBusMessage bytes arrives whole.
+func RunIsolation(t *testing.T, mine, other admin.Bus) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	got := make(chan string, 10)
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- mine.Subscribe(ctx, func(b []byte) { got <- string(b) }) }()
+	msg := make([]byte, admin.MaxBusMessage)
+	for i := range msg {
+		msg[i] = 'a' + byte(i%26)
+	}
+	// Publish until the subscription is up: the buses keep nothing.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := other.Publish(ctx, []byte("another channel")); err != nil {
+			t.Fatal(err)
+		}
+		if err := mine.Publish(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			if m != string(msg) {
+				t.Fatalf("got %d bytes %.20q..., want the %d sent", len(m), m, len(msg))
+			}
+			cancel()
+			if err := <-subscribed; err != nil {
+				t.Errorf("Subscribe returned %v after ctx ended, want nil", err)
+			}
+			return
+		case err := <-subscribed:
+			t.Fatalf("Subscribe returned early: %v", err)
+		case <-ctx.Done():
+			t.Fatal("no message")
+		case <-tick.C:
+		}
+	}
+}
+
 // wait bounds every read: reaching it is a failure, not a slow machine.
 const wait = 30 * time.Second
 

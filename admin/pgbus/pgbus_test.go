@@ -6,7 +6,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -34,39 +33,7 @@ func TestBus(t *testing.T) {
 // TestSchemas: NOTIFY is database-wide; a Bus hears its own schema's
 // messages only. And a message of MaxBusMessage bytes fits.
 func TestSchemas(t *testing.T) {
-	mine, other := pgbus.New(pool(t, testenv.Schema(t))), pgbus.New(pool(t, testenv.Schema(t)))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	got := make(chan string, 10)
-	subscribed := make(chan error, 1)
-	go func() { subscribed <- mine.Subscribe(ctx, func(b []byte) { got <- string(b) }) }()
-	msg := strings.Repeat("0123456789", admin.MaxBusMessage/10)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if err := other.Publish(ctx, []byte("other schema")); err != nil {
-			t.Fatal(err)
-		}
-		if err := mine.Publish(ctx, []byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case m := <-got:
-			if m != msg {
-				t.Fatalf("got %d bytes %.20q..., want the %d sent", len(m), m, len(msg))
-			}
-			cancel()
-			if err := <-subscribed; err != nil {
-				t.Errorf("Subscribe returned %v after ctx ended, want nil", err)
-			}
-			return
-		case err := <-subscribed:
-			t.Fatalf("Subscribe returned early: %v", err)
-		case <-ctx.Done():
-			t.Fatal("no message")
-		case <-tick.C: // not listening yet: NOTIFY keeps nothing
-		}
-	}
+	bustest.RunIsolation(t, pgbus.New(pool(t, testenv.Schema(t))), pgbus.New(pool(t, testenv.Schema(t))))
 }
 
 func TestTooLarge(t *testing.T) {

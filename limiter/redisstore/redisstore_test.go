@@ -3,6 +3,8 @@ package redisstore_test
 import (
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/limiter/redisstore"
@@ -17,17 +19,16 @@ var contract = storetest.Options{Scale: 0.3}
 
 func TestStore(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.Redis(t)
-	storetest.RunWith(t, contract, func(t *testing.T, clock *storetest.Clock) limiter.Store {
-		s := redisstore.New(rdb, &redisstore.Options{Prefix: testenv.Prefix(t), Now: clock.Now})
-		t.Cleanup(func() { s.Close() })
-		return s
-	})
+	runContract(t, testenv.Redis(t))
 }
 
 func TestStoreCluster(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.RedisCluster(t)
+	runContract(t, testenv.RedisCluster(t))
+}
+
+// runContract runs the storetest suite against stores on rdb.
+func runContract(t *testing.T, rdb redis.UniversalClient) {
 	storetest.RunWith(t, contract, func(t *testing.T, clock *storetest.Clock) limiter.Store {
 		s := redisstore.New(rdb, &redisstore.Options{Prefix: testenv.Prefix(t), Now: clock.Now})
 		t.Cleanup(func() { s.Close() })
