@@ -13,7 +13,8 @@
 # Prints, per proxy: requests/s, p99, CPU time per request (the proxy's,
 # plus its Redis's), the ratios to the bare proxy, and with HALF=1 the p99
 # at half the bare proxy's saturating rate (constant-rate load from
-# `benchserver pace`, latency counted from when each request was due).
+# `benchserver pace`, latency counted from when each request was due), for
+# every proxy in the same alternating rounds, as medians.
 # Requires wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -144,12 +145,24 @@ fi
 if [ "$HALF" = 1 ]; then
   half=$(awk -v b="$br" 'BEGIN {printf "%d", b/2}')
   echo
-  echo "p99 at half the bare proxy's saturating rate ($half req/s, constant rate, ${HALF_DURATION:-10s}, $CONNS connections, 1,000 users):"
-  for t in bare gaia; do
-    q=$("${load_cpu[@]}" "$out/benchserver" pace -target "http://$(addr_of "$t")/bench" -rate "$half" -duration "${HALF_DURATION:-10s}" -conns "$CONNS" |
-      awk '$1 == "p99_ms" {print $2}')
-    printf '  %-10s p99 %.3f ms\n' "$t" "$q"
-    eval "half_$t=$q"
+  echo "p99 at half the bare proxy's saturating rate ($half req/s, constant rate, ${HALF_DURATION:-10s}, $CONNS connections, 1,000 users, $ROUNDS rounds, medians):"
+  declare -A hp
+  for i in $(seq "$ROUNDS"); do
+    line="round $i:"
+    for t in "${targets[@]}"; do
+      q=$("${load_cpu[@]}" "$out/benchserver" pace -target "http://$(addr_of "$t")/bench" -rate "$half" -duration "${HALF_DURATION:-10s}" -conns "$CONNS" |
+        awk '$1 == "p99_ms" {print $2}')
+      hp[$t]+="$q "
+      line+=" $t p99 ${q}ms |"
+    done
+    echo "$line" >&2
   done
-  awk -v g="$half_gaia" -v b="$half_bare" 'BEGIN {printf "  added by gaia-proxy: %.3f ms\n", g - b}'
+  for t in "${targets[@]}"; do
+    printf '  %-10s p99 %.3f ms\n' "$t" "$(med "${hp[$t]}")"
+  done
+  b=$(med "${hp[bare]}")
+  awk -v g="$(med "${hp[gaia]}")" -v b="$b" 'BEGIN {printf "  added by gaia-proxy: %.3f ms\n", g - b}'
+  if [ "$BACKEND" = redis ]; then
+    awk -v r="$(med "${hp[redisrate]}")" -v b="$b" 'BEGIN {printf "  added by the redis_rate proxy: %.3f ms\n", r - b}'
+  fi
 fi
