@@ -27,10 +27,30 @@
 // at 53 µs of Redis CPU per decision.
 //
 // Redis CPU is INFO's used_cpu_sys+user per decision; it includes
-// reading requests and writing replies, which batching shares. Script
-// time alone (callgrind, machine instructions inside EVALSHA, steady
-// state): about 100,000 per decision at 16 decisions per script call,
-// against 204,000 before, and 40,000 for one redis_rate Allow.
+// reading requests and writing replies, which batching shares.
+//
+// Redis's work in machine instructions, which unlike CPU time does not
+// depend on what else the machine runs: bench/redis-instructions.sh runs
+// these benchmarks against a redis-server under callgrind, twice per
+// benchmark, and divides the difference by the difference in decisions
+// (user space only; the kernel's socket work is left out). On 2026-11-27:
+//
+//	                 store (3 windows + quota)      redis_rate (1 limit)   ratio
+//	callers=1        220,000 (1 decision/call)      50,000                 4.45
+//	callers=16       122,000 (8/call)               49,000                 2.49
+//	callers=64       113,000 (30/call)              49,000                 2.31
+//
+// Where the store's instructions go (callgrind's self costs, Redis's
+// Lua symbols resolved by their callees): the Lua VM's loop 26%;
+// redis.call 18% (two SETs per decision at about 10,000 each, of which
+// SET itself is 3,300 and the rest argument objects, the call machinery
+// and turning the reply into Lua values); struct.pack and unpack 12%;
+// table reads and writes 12%; interning strings (values read, strings
+// packed) 7%; malloc, free and the collector most of the rest. For 1.5
+// times redis_rate's decisions/s with Redis the bottleneck, a decision
+// would have to cost Redis two thirds of an Allow, about 33,000
+// instructions: under a third of what this script spends, of which its
+// two SETs alone take 20,000.
 package redisstore_test
 
 import (
