@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -25,10 +26,59 @@ const (
 	// 0x00, the violationsBucket key; empty value.
 	subjectBucket = "violations_by_subject"
 	// rollupsBucket holds each replica's roll-ups: key = minute in unix
-	// seconds (8 bytes big-endian), subject, 0x00, route, 0x00, replica;
-	// value = the Rollup in JSON.
+	// seconds (8 bytes big-endian), subject, 0x00, route, 0x00, replica
+	// (see rollupKey); value = see encodeRollup.
 	rollupsBucket = "usage_rollups"
 )
+
+// rollupKey returns the rollupsBucket key of r.
+func rollupKey(r quota.Rollup) []byte {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 10+len(r.Subject)+len(r.Route)+len(r.Replica)), uint64(r.Minute.Unix()))
+	return append(append(append(append(append(k, r.Subject...), 0), r.Route...), 0), r.Replica...)
+}
+
+// rollupBinary starts a roll-up value in the binary encoding; a value
+// that starts with '{' is the JSON of earlier versions.
+const rollupBinary = 1
+
+// encodeRollup returns the rollupsBucket value of r: rollupBinary, the
+// counts Allowed, RateLimited and QuotaExceeded as uvarints, then User.
+// The key holds the rest. A flush rewrites every busy subject's roll-up
+// once per interval; JSON made that most of the flush's CPU.
+func encodeRollup(r quota.Rollup) []byte {
+	v := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(r.User))
+	v = append(v, rollupBinary)
+	for _, n := range [...]int64{r.Allowed, r.RateLimited, r.QuotaExceeded} {
+		v = binary.AppendUvarint(v, uint64(n))
+	}
+	return append(v, r.User...)
+}
+
+// decodeRollup reads the roll-up stored under k as v, in either
+// encoding.
+func decodeRollup(k, v []byte) (quota.Rollup, error) {
+	var r quota.Rollup
+	if len(v) > 0 && v[0] == '{' {
+		err := json.Unmarshal(v, &r)
+		return r, err
+	}
+	parts := bytes.SplitN(k[min(8, len(k)):], []byte{0}, 3)
+	if len(k) < 8 || len(parts) != 3 || len(v) == 0 || v[0] != rollupBinary {
+		return r, errors.New("not a roll-up")
+	}
+	r.Minute = time.Unix(int64(binary.BigEndian.Uint64(k)), 0).UTC()
+	r.Subject, r.Route, r.Replica = string(parts[0]), string(parts[1]), string(parts[2])
+	v = v[1:]
+	for _, n := range [...]*int64{&r.Allowed, &r.RateLimited, &r.QuotaExceeded} {
+		u, size := binary.Uvarint(v)
+		if size <= 0 {
+			return r, errors.New("truncated roll-up counts")
+		}
+		*n, v = int64(u), v[size:]
+	}
+	r.User = string(v)
+	return r, nil
+}
 
 var (
 	_ quota.JournalStore  = (*Store)(nil)
@@ -89,21 +139,15 @@ func (s *Store) WriteRollups(ctx context.Context, rs []quota.Rollup) error {
 			return err
 		}
 		for _, r := range rs {
-			k := binary.BigEndian.AppendUint64(nil, uint64(r.Minute.Unix()))
-			k = append(append(append(append(append(k, r.Subject...), 0), r.Route...), 0), r.Replica...)
+			k := rollupKey(r)
 			if old := b.Get(k); old != nil {
-				var o quota.Rollup
-				if err := json.Unmarshal(old, &o); err != nil {
+				o, err := decodeRollup(k, old)
+				if err != nil {
 					return fmt.Errorf("roll-up %q: %w", k, err)
 				}
 				r.Allowed, r.RateLimited, r.QuotaExceeded = max(r.Allowed, o.Allowed), max(r.RateLimited, o.RateLimited), max(r.QuotaExceeded, o.QuotaExceeded)
 			}
-			r.Minute = r.Minute.UTC()
-			val, err := json.Marshal(r)
-			if err != nil {
-				return err
-			}
-			if err := b.Put(k, val); err != nil {
+			if err := b.Put(k, encodeRollup(r)); err != nil {
 				return err
 			}
 		}
@@ -207,8 +251,8 @@ func (s *Store) Rollups(ctx context.Context, from, to time.Time) ([]quota.Rollup
 			if !to.IsZero() && int64(binary.BigEndian.Uint64(k)) >= to.Unix() {
 				break
 			}
-			var r quota.Rollup
-			if err := json.Unmarshal(v, &r); err != nil {
+			r, err := decodeRollup(k, v)
+			if err != nil {
 				return fmt.Errorf("roll-up %q: %w", k, err)
 			}
 			id := key{r.Minute.Unix(), r.Subject, r.Route, r.User}
