@@ -11,6 +11,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -144,7 +145,28 @@ func (s *Server) routes() {
 	s.mux.Handle("POST /api/admin/quotas/reset", s.api(s.resetUsage))
 	s.mux.Handle("GET /api/admin/quotas/violations", s.api(s.getViolations))
 	s.mux.Handle("GET /api/admin/quotas/analytics", s.api(s.getAnalytics))
-	s.mux.Handle("/api/admin/", s.api(notFound)) // JSON 404, after auth
+	s.mux.Handle(apiFallback, s.api(s.noEndpoint)) // JSON 404 or 405, after auth
+}
+
+// apiFallback is the pattern of the admin API's requests that no route
+// takes.
+const apiFallback = "/api/admin/"
+
+// noEndpoint answers a request that no admin API route took: 405 with
+// Allow when the path has routes for other methods, else 404.
+func (s *Server) noEndpoint(w http.ResponseWriter, r *http.Request) error {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if _, pattern := s.mux.Handler(&http.Request{Method: m, URL: r.URL, Host: r.Host}); pattern != "" && pattern != apiFallback {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) == 0 {
+		return notFoundError("no endpoint %s %s", r.Method, r.URL.Path)
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	return &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+		Message: fmt.Sprintf("%s %s: this endpoint takes %s", r.Method, r.URL.Path, strings.Join(allow, " or "))}
 }
 
 // ServeHTTP serves the admin port.

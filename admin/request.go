@@ -88,11 +88,6 @@ func (s *Server) api(h func(w http.ResponseWriter, r *http.Request) error) http.
 	}), false)
 }
 
-// notFound answers API paths that name no endpoint.
-func notFound(_ http.ResponseWriter, r *http.Request) error {
-	return notFoundError("no endpoint %s %s", r.Method, r.URL.Path)
-}
-
 // readBody reads a request body of at most maxBody bytes.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))

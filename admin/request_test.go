@@ -38,6 +38,16 @@ func TestNotConfigured(t *testing.T) {
 func TestUnknownEndpoint(t *testing.T) {
 	e := newAPI(t, backends[0].open(t), "")
 	wantError(t, e.get("/api/admin/quotas/nope"), http.StatusNotFound, "not_found", "no endpoint GET /api/admin/quotas/nope")
-	wantError(t, e.do("PUT", "/api/admin/quotas/config", nil), http.StatusNotFound, "not_found", "no endpoint PUT")
+	r := e.do("PUT", "/api/admin/quotas/config", nil)
+	wantError(t, r, http.StatusMethodNotAllowed, "method_not_allowed", "PUT /api/admin/quotas/config: this endpoint takes GET or POST")
+	if got := r.Header.Get("Allow"); got != "GET, POST" {
+		t.Errorf("Allow %q, want %q", got, "GET, POST")
+	}
+	r = e.do("GET", "/api/admin/quotas/config/rule-1", nil)
+	wantError(t, r, http.StatusMethodNotAllowed, "method_not_allowed", "takes DELETE")
+	if got := r.Header.Get("Allow"); got != "DELETE" {
+		t.Errorf("Allow %q, want %q", got, "DELETE")
+	}
+	wantError(t, e.do("DELETE", "/api/admin/quotas/nope/x", nil), http.StatusNotFound, "not_found", "no endpoint DELETE /api/admin/quotas/nope/x")
 	wantError(t, e.get("/api/admin/quotas/config?verbose=1"), http.StatusBadRequest, "invalid_request", `unknown parameter "verbose"`)
 }
