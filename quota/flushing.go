@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"log"
 	"time"
 )
 
@@ -15,8 +16,29 @@ type flushing struct {
 	every   time.Duration
 	timeout time.Duration
 	logf    func(format string, args ...any)
+	now     func() time.Time
 	failed  bool   // the last write failed
 	errors  uint64 // failed writes, shutdown's last flush aside
+}
+
+// newFlushing returns the flushing of a Recorder or a Journal from the
+// options they share, zero ones meaning: every second, writes bounded
+// by 10 s, log.Printf, time.Now.
+func newFlushing(what, pending string, every, timeout time.Duration, logf func(string, ...any), now func() time.Time) flushing {
+	f := flushing{what: what, pending: pending, every: every, timeout: timeout, logf: logf, now: now}
+	if f.every <= 0 {
+		f.every = time.Second
+	}
+	if f.timeout <= 0 {
+		f.timeout = 10 * time.Second
+	}
+	if f.logf == nil {
+		f.logf = log.Printf
+	}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	return f
 }
 
 // run calls flush every interval until ctx is done. Errors are logged by

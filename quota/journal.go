@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log"
 	"os"
 	"strconv"
 	"strings"
@@ -237,22 +236,10 @@ func NewJournal(store JournalStore, o *JournalOptions) *Journal {
 		rand.Read(b)
 		j.o.Replica = host + "-" + hex.EncodeToString(b)
 	}
-	if j.o.FlushInterval <= 0 {
-		j.o.FlushInterval = time.Second
-	}
 	if j.o.MaxViolations <= 0 {
 		j.o.MaxViolations = 10000
 	}
-	if j.o.WriteTimeout <= 0 {
-		j.o.WriteTimeout = 10 * time.Second
-	}
-	if j.o.Logf == nil {
-		j.o.Logf = log.Printf
-	}
-	if j.o.Now == nil {
-		j.o.Now = time.Now
-	}
-	j.f = flushing{what: "journal", pending: "violations and roll-ups", every: j.o.FlushInterval, timeout: j.o.WriteTimeout, logf: j.o.Logf}
+	j.f = newFlushing("journal", "violations and roll-ups", j.o.FlushInterval, j.o.WriteTimeout, j.o.Logf, j.o.Now)
 	return j
 }
 
@@ -271,7 +258,7 @@ func (j *Journal) Record(e Event) {
 	}
 	t := e.Time
 	if t.IsZero() {
-		t = j.o.Now()
+		t = j.f.now()
 	}
 	if e.Violated != nil {
 		e.Method, e.Path = clip(e.Method), clip(e.Path)
@@ -279,7 +266,7 @@ func (j *Journal) Record(e Event) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.nDirty == 0 && len(j.viols) == 0 {
-		j.since = j.o.Now()
+		j.since = j.f.now()
 	}
 	k := rollupKey{minute: max(t.Unix()-mod(t.Unix(), 60), j.floor), subject: e.Subject, route: e.Route}
 	r := j.rows[k]
@@ -310,7 +297,7 @@ func (j *Journal) violation(e Event, t time.Time) {
 		j.lost++
 		if !j.full {
 			j.full = true
-			j.o.Logf("journal buffer full (%d violations): dropping violations until the store catches up", n)
+			j.f.logf("journal buffer full (%d violations): dropping violations until the store catches up", n)
 		}
 		return
 	}
@@ -445,11 +432,11 @@ func (j *Journal) Flush(ctx context.Context) error {
 		j.f.result(ctx, err, nil)
 		return err
 	}
-	j.last = j.o.Now()
+	j.last = j.f.now()
 	j.f.result(ctx, nil, func() string { return fmt.Sprintf("%d violations and %d roll-ups written", nv, len(rollups)) })
 	if j.full {
 		j.full = false
-		j.o.Logf("journal buffer drained: %d violations were dropped while it was full", j.lost)
+		j.f.logf("journal buffer drained: %d violations were dropped while it was full", j.lost)
 		j.lost = 0
 	}
 	return nil
@@ -458,7 +445,7 @@ func (j *Journal) Flush(ctx context.Context) error {
 // evict forgets the rows of minutes before the two preceding the
 // current one once they are written; j.mu is held.
 func (j *Journal) evict() {
-	now := j.o.Now().Unix()
+	now := j.f.now().Unix()
 	j.floor = max(j.floor, now-mod(now, 60)-keepMinutes*60)
 	for k, r := range j.rows {
 		if k.minute < j.floor && !r.dirty && !r.flying {
@@ -478,7 +465,7 @@ func (j *Journal) Stats() JournalStats {
 		oldest = j.flying
 	}
 	if s.PendingViolations+s.PendingRollups > 0 {
-		s.Lag = j.o.Now().Sub(oldest)
+		s.Lag = j.f.now().Sub(oldest)
 	}
 	return s
 }

@@ -3,7 +3,6 @@ package quota
 import (
 	"context"
 	"fmt"
-	"log"
 	"sync"
 	"time"
 
@@ -78,22 +77,10 @@ func NewRecorder(store Store, o *RecorderOptions) *Recorder {
 	if o != nil {
 		r.o = *o
 	}
-	if r.o.FlushInterval <= 0 {
-		r.o.FlushInterval = time.Second
-	}
 	if r.o.MaxPending <= 0 {
 		r.o.MaxPending = 100000
 	}
-	if r.o.WriteTimeout <= 0 {
-		r.o.WriteTimeout = 10 * time.Second
-	}
-	if r.o.Logf == nil {
-		r.o.Logf = log.Printf
-	}
-	if r.o.Now == nil {
-		r.o.Now = time.Now
-	}
-	r.f = flushing{what: "quota ledger", pending: "usage", every: r.o.FlushInterval, timeout: r.o.WriteTimeout, logf: r.o.Logf}
+	r.f = newFlushing("quota ledger", "usage", r.o.FlushInterval, r.o.WriteTimeout, r.o.Logf, r.o.Now)
 	return r
 }
 
@@ -119,12 +106,12 @@ func (r *Recorder) Record(values []limiter.CounterValue) {
 			r.lost++
 			if !r.full {
 				r.full = true
-				r.o.Logf("quota ledger buffer full (%d counters): dropping usage updates until the store catches up", n)
+				r.f.logf("quota ledger buffer full (%d counters): dropping usage updates until the store catches up", n)
 			}
 			continue
 		}
 		if len(r.pending) == 0 {
-			r.since = r.o.Now()
+			r.since = r.f.now()
 		}
 		if flying {
 			r.overlap++
@@ -192,7 +179,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	batch := r.pending
 	if len(batch) == 0 {
-		r.last = r.o.Now()
+		r.last = r.f.now()
 		r.mu.Unlock()
 		return nil
 	}
@@ -220,11 +207,11 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		r.f.result(ctx, err, nil)
 		return err
 	}
-	r.last = r.o.Now()
+	r.last = r.f.now()
 	r.f.result(ctx, nil, func() string { return fmt.Sprintf("%d counters written", len(values)) })
 	if r.full {
 		r.full = false
-		r.o.Logf("quota ledger buffer drained: %d usage updates were dropped while it was full", r.lost)
+		r.f.logf("quota ledger buffer drained: %d usage updates were dropped while it was full", r.lost)
 		r.lost = 0
 	}
 	return nil
@@ -240,7 +227,7 @@ func (r *Recorder) Stats() Stats {
 		oldest = r.flying
 	}
 	if s.Pending > 0 {
-		s.Lag = r.o.Now().Sub(oldest)
+		s.Lag = r.f.now().Sub(oldest)
 	}
 	return s
 }
