@@ -7,25 +7,38 @@ import (
 )
 
 // flushing is what the Recorder and the Journal share: a loop that
-// flushes every interval, writes bounded by a timeout, and one log line
-// when writes start failing and one when they recover, not one per tick.
-// The owner guards failed with its own lock.
+// flushes every interval, writes bounded by a timeout, a bounded buffer
+// that drops when the store falls behind, and one log line when writes
+// start failing (or the buffer starts dropping) and one when they
+// recover, not one per tick. The owner guards the counts with its own
+// lock.
 type flushing struct {
-	what    string // "quota ledger", "journal"
-	pending string // what stays queued while writes fail
+	flushText
 	every   time.Duration
 	timeout time.Duration
 	logf    func(format string, args ...any)
 	now     func() time.Time
-	failed  bool   // the last write failed
-	errors  uint64 // failed writes, shutdown's last flush aside
+	failed  bool      // the last write failed
+	errors  uint64    // failed writes, shutdown's last flush aside
+	dropped uint64    // updates refused by a full buffer
+	full    bool      // dropping: logged once per episode
+	lost    uint64    // dropped in this episode
+	last    time.Time // when the last write succeeded
+}
+
+// flushText names what a flushing writes, for its log lines.
+type flushText struct {
+	what    string // "quota ledger", "journal"
+	pending string // what stays queued while writes fail
+	held    string // what fills the buffer
+	drops   string // what a full buffer drops
 }
 
 // newFlushing returns the flushing of a Recorder or a Journal from the
 // options they share, zero ones meaning: every second, writes bounded
 // by 10 s, log.Printf, time.Now.
-func newFlushing(what, pending string, every, timeout time.Duration, logf func(string, ...any), now func() time.Time) flushing {
-	f := flushing{what: what, pending: pending, every: every, timeout: timeout, logf: logf, now: now}
+func newFlushing(text flushText, every, timeout time.Duration, logf func(string, ...any), now func() time.Time) flushing {
+	f := flushing{flushText: text, every: every, timeout: timeout, logf: logf, now: now}
 	if f.every <= 0 {
 		f.every = time.Second
 	}
@@ -39,6 +52,17 @@ func newFlushing(what, pending string, every, timeout time.Duration, logf func(s
 		f.now = time.Now
 	}
 	return f
+}
+
+// drop counts an update refused because the buffer holds n, and logs
+// the first of an episode.
+func (f *flushing) drop(n int) {
+	f.dropped++
+	f.lost++
+	if !f.full {
+		f.full = true
+		f.logf("%s buffer full (%d %s): dropping %s until the store catches up", f.what, n, f.held, f.drops)
+	}
 }
 
 // run calls flush every interval until ctx is done. Errors are logged by
@@ -78,5 +102,19 @@ func (f *flushing) result(ctx context.Context, err error, written func() string)
 	case err == nil && f.failed:
 		f.failed = false
 		f.logf("%s write recovered: %s", f.what, written())
+	}
+	if err == nil {
+		f.wrote()
+	}
+}
+
+// wrote records that the buffer reached the store (or had nothing to
+// write), and ends a dropping episode, saying how much it lost.
+func (f *flushing) wrote() {
+	f.last = f.now()
+	if f.full {
+		f.full = false
+		f.logf("%s buffer drained: %d %s were dropped while it was full", f.what, f.lost, f.drops)
+		f.lost = 0
 	}
 }

@@ -214,10 +214,6 @@ type Journal struct {
 	flying   time.Time   // oldest change being written
 	busy     bool        // a write is in progress
 	seq      uint64      // of the last violation given an ID; flushMu held
-	dropped  uint64
-	full     bool   // dropping violations: logged once per episode
-	lost     uint64 // dropped in this episode
-	last     time.Time
 	f        flushing
 }
 
@@ -239,7 +235,7 @@ func NewJournal(store JournalStore, o *JournalOptions) *Journal {
 	if j.o.MaxViolations <= 0 {
 		j.o.MaxViolations = 10000
 	}
-	j.f = newFlushing("journal", "violations and roll-ups", j.o.FlushInterval, j.o.WriteTimeout, j.o.Logf, j.o.Now)
+	j.f = newFlushing(flushText{what: "journal", pending: "violations and roll-ups", held: "violations", drops: "violations"}, j.o.FlushInterval, j.o.WriteTimeout, j.o.Logf, j.o.Now)
 	return j
 }
 
@@ -293,12 +289,7 @@ func (j *Journal) Record(e Event) {
 // violation buffers e's violation; j.mu is held.
 func (j *Journal) violation(e Event, t time.Time) {
 	if n := len(j.viols) + j.nFlying; n >= j.o.MaxViolations {
-		j.dropped++
-		j.lost++
-		if !j.full {
-			j.full = true
-			j.f.logf("journal buffer full (%d violations): dropping violations until the store catches up", n)
-		}
+		j.f.drop(n)
 		return
 	}
 	kind := e.Outcome
@@ -432,13 +423,7 @@ func (j *Journal) Flush(ctx context.Context) error {
 		j.f.result(ctx, err, nil)
 		return err
 	}
-	j.last = j.f.now()
 	j.f.result(ctx, nil, func() string { return fmt.Sprintf("%d violations and %d roll-ups written", nv, len(rollups)) })
-	if j.full {
-		j.full = false
-		j.f.logf("journal buffer drained: %d violations were dropped while it was full", j.lost)
-		j.lost = 0
-	}
 	return nil
 }
 
@@ -459,7 +444,7 @@ func (j *Journal) Stats() JournalStats {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	s := JournalStats{PendingViolations: len(j.viols) + j.nFlying, PendingRollups: j.nPending,
-		DroppedViolations: j.dropped, LastFlush: j.last, Healthy: !j.f.failed, Errors: j.f.errors}
+		DroppedViolations: j.f.dropped, LastFlush: j.f.last, Healthy: !j.f.failed, Errors: j.f.errors}
 	oldest := j.since
 	if j.busy {
 		oldest = j.flying

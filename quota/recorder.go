@@ -62,10 +62,6 @@ type Recorder struct {
 	overlap  int                                 // counters both pending and inflight
 	since    time.Time                           // first update into pending
 	flying   time.Time                           // oldest update in inflight
-	dropped  uint64
-	full     bool   // dropping: logged once per episode
-	lost     uint64 // dropped in this episode
-	last     time.Time
 	f        flushing
 }
 
@@ -80,7 +76,7 @@ func NewRecorder(store Store, o *RecorderOptions) *Recorder {
 	if r.o.MaxPending <= 0 {
 		r.o.MaxPending = 100000
 	}
-	r.f = newFlushing("quota ledger", "usage", r.o.FlushInterval, r.o.WriteTimeout, r.o.Logf, r.o.Now)
+	r.f = newFlushing(flushText{what: "quota ledger", pending: "usage", held: "counters", drops: "usage updates"}, r.o.FlushInterval, r.o.WriteTimeout, r.o.Logf, r.o.Now)
 	return r
 }
 
@@ -102,12 +98,7 @@ func (r *Recorder) Record(values []limiter.CounterValue) {
 		}
 		_, flying := r.inflight[id]
 		if n := len(r.pending) + len(r.inflight) - r.overlap; n >= r.o.MaxPending && !flying {
-			r.dropped++
-			r.lost++
-			if !r.full {
-				r.full = true
-				r.f.logf("quota ledger buffer full (%d counters): dropping usage updates until the store catches up", n)
-			}
+			r.f.drop(n)
 			continue
 		}
 		if len(r.pending) == 0 {
@@ -179,7 +170,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	batch := r.pending
 	if len(batch) == 0 {
-		r.last = r.f.now()
+		r.f.wrote()
 		r.mu.Unlock()
 		return nil
 	}
@@ -207,13 +198,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		r.f.result(ctx, err, nil)
 		return err
 	}
-	r.last = r.f.now()
 	r.f.result(ctx, nil, func() string { return fmt.Sprintf("%d counters written", len(values)) })
-	if r.full {
-		r.full = false
-		r.f.logf("quota ledger buffer drained: %d usage updates were dropped while it was full", r.lost)
-		r.lost = 0
-	}
 	return nil
 }
 
@@ -221,7 +206,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 func (r *Recorder) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := Stats{Pending: len(r.pending) + len(r.inflight) - r.overlap, Dropped: r.dropped, LastFlush: r.last, Healthy: !r.f.failed, Errors: r.f.errors}
+	s := Stats{Pending: len(r.pending) + len(r.inflight) - r.overlap, Dropped: r.f.dropped, LastFlush: r.f.last, Healthy: !r.f.failed, Errors: r.f.errors}
 	oldest := r.since
 	if len(r.inflight) > 0 {
 		oldest = r.flying
