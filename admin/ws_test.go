@@ -424,8 +424,16 @@ func TestWSHealth(t *testing.T) {
 		t.Errorf("before any client: %+v", h)
 	}
 	dial(t, ts, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer s3cret"}}})
-	if h := wsHealthOf(t, ts); h.Clients != 1 || h.MessagesSent == 0 {
-		t.Errorf("with a client: %+v, want 1 client and its heartbeat sent", h)
+	// The client has read its heartbeat; the server counts a message once
+	// its write returns, which may come a moment after that.
+	for deadline := time.Now().Add(wait); ; time.Sleep(time.Millisecond) {
+		h := wsHealthOf(t, ts)
+		if h.Clients == 1 && h.MessagesSent > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with a client: %+v, want 1 client and its heartbeat sent", h)
+		}
 	}
 }
 
