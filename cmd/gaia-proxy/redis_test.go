@@ -344,3 +344,40 @@ func waitFor(t *testing.T, wait time.Duration, what string, f func() bool, logs 
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestSentinel runs the server on the Redis that a Sentinel names
+// (redis.sentinel): /health says so, limits hold, and the counters are
+// in that Redis.
+func TestSentinel(t *testing.T) {
+	master, addrs := testenv.RedisSentinel(t)
+	rdb := testenv.RedisFailover(t)
+	prefix := testenv.Prefix(t)
+	up := newUpstream(t)
+	dir := t.TempDir()
+	text := strings.NewReplacer(
+		`redis: {url: "REDISURL", key_prefix: "PREFIX", timeout: TIMEOUT, failure_mode: MODE}`,
+		fmt.Sprintf(`redis: {sentinel: {master: %s, addrs: [%q]}, key_prefix: %q, failure_mode: closed}`, master, strings.Join(addrs, `", "`), prefix),
+	).Replace(redisConfig)
+	if !strings.Contains(text, "sentinel:") {
+		t.Fatal("the test's config has no redis.sentinel")
+	}
+	in := start(t, writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir))
+
+	_, body := call(t, in.admin+"/health")
+	if !strings.Contains(body, `"redis":{"status":"ok","mode":"redis-sentinel"}`) {
+		t.Errorf("health: %s, want redis ok in mode redis-sentinel", body)
+	}
+	for i := 1; i <= 6; i++ { // plan small: 5 an hour
+		resp, body := call(t, in.proxy+"/s", "X-API-Key: key-small")
+		if want := map[bool]int{true: 200, false: 429}[i <= 5]; resp.StatusCode != want {
+			t.Errorf("request %d: %d %s, want %d", i, resp.StatusCode, body, want)
+		}
+	}
+	if n, _ := up.seen("/s"); n != 5 {
+		t.Errorf("upstream saw %d requests, want 5", n)
+	}
+	keys, err := rdb.Keys(t.Context(), prefix+"*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Errorf("keys under %q in the Sentinel's master: %v, %v; want the limiter's counters", prefix, keys, err)
+	}
+}

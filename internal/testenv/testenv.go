@@ -1,5 +1,6 @@
 // Package testenv connects tests to the real Redis and PostgreSQL named
-// by GAIA_TEST_REDIS_URL, GAIA_TEST_REDIS_CLUSTER_ADDRS and
+// by GAIA_TEST_REDIS_URL, GAIA_TEST_REDIS_CLUSTER_ADDRS,
+// GAIA_TEST_REDIS_SENTINEL (master@host:port,...) and
 // GAIA_TEST_DATABASE_URL. Without them a test skips and says why; with
 // GAIA_TEST_REQUIRE_SERVICES=1 (as in CI) a missing service fails it.
 package testenv
@@ -68,6 +69,33 @@ func RedisCluster(t testing.TB) *redis.ClusterClient {
 	defer cancel()
 	if err := rdb.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }); err != nil {
 		t.Fatalf("redis cluster at GAIA_TEST_REDIS_CLUSTER_ADDRS: %v", err)
+	}
+	return rdb
+}
+
+// RedisSentinel returns the master name and the Sentinel addresses of
+// GAIA_TEST_REDIS_SENTINEL, "master@host:port,host:port".
+func RedisSentinel(t testing.TB) (master string, addrs []string) {
+	t.Helper()
+	v := need(t, "GAIA_TEST_REDIS_SENTINEL")
+	master, list, ok := strings.Cut(v, "@")
+	if !ok || master == "" || list == "" {
+		t.Fatalf("GAIA_TEST_REDIS_SENTINEL %q: want master@host:port[,host:port...]", v)
+	}
+	return master, strings.Split(list, ",")
+}
+
+// RedisFailover returns a client of the master that the test Sentinel
+// watches, found through the Sentinel, closed when the test ends.
+func RedisFailover(t testing.TB) *redis.Client {
+	t.Helper()
+	master, addrs := RedisSentinel(t)
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: master, SentinelAddrs: addrs})
+	t.Cleanup(func() { rdb.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatalf("redis through the Sentinel at GAIA_TEST_REDIS_SENTINEL: %v", err)
 	}
 	return rdb
 }

@@ -27,6 +27,11 @@ func TestStoreCluster(t *testing.T) {
 	runContract(t, testenv.RedisCluster(t))
 }
 
+func TestStoreSentinel(t *testing.T) {
+	t.Parallel()
+	runContract(t, testenv.RedisFailover(t))
+}
+
 // runContract runs the storetest suite against stores on rdb.
 func runContract(t *testing.T, rdb redis.UniversalClient) {
 	storetest.RunWith(t, contract, func(t *testing.T, clock *storetest.Clock) limiter.Store {
