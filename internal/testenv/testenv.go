@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -46,13 +47,20 @@ func Redis(t testing.TB) *redis.Client {
 		t.Fatalf("GAIA_TEST_REDIS_URL: %v", err)
 	}
 	rdb := redis.NewClient(opt)
+	connected(t, rdb, "redis at GAIA_TEST_REDIS_URL", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+	return rdb
+}
+
+// connected closes rdb when the test ends, and fails the test unless
+// ping succeeds within 5 s; where names the service in the message.
+func connected(t testing.TB, rdb io.Closer, where string, ping func(context.Context) error) {
+	t.Helper()
 	t.Cleanup(func() { rdb.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("redis at GAIA_TEST_REDIS_URL: %v", err)
+	if err := ping(ctx); err != nil {
+		t.Fatalf("%s: %v", where, err)
 	}
-	return rdb
 }
 
 // RedisClusterAddrs returns GAIA_TEST_REDIS_CLUSTER_ADDRS, split on commas.
@@ -64,12 +72,9 @@ func RedisClusterAddrs(t testing.TB) []string {
 func RedisCluster(t testing.TB) *redis.ClusterClient {
 	t.Helper()
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: RedisClusterAddrs(t)})
-	t.Cleanup(func() { rdb.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := rdb.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }); err != nil {
-		t.Fatalf("redis cluster at GAIA_TEST_REDIS_CLUSTER_ADDRS: %v", err)
-	}
+	connected(t, rdb, "redis cluster at GAIA_TEST_REDIS_CLUSTER_ADDRS", func(ctx context.Context) error {
+		return rdb.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+	})
 	return rdb
 }
 
@@ -91,12 +96,7 @@ func RedisFailover(t testing.TB) *redis.Client {
 	t.Helper()
 	master, addrs := RedisSentinel(t)
 	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: master, SentinelAddrs: addrs})
-	t.Cleanup(func() { rdb.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("redis through the Sentinel at GAIA_TEST_REDIS_SENTINEL: %v", err)
-	}
+	connected(t, rdb, "redis through the Sentinel at GAIA_TEST_REDIS_SENTINEL", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 	return rdb
 }
 
