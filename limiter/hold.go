@@ -27,8 +27,8 @@ type held struct {
 
 	mu        sync.RWMutex
 	byKey     map[string]*refusal // by the Key of the refusing limit
+	nextSweep int64               // when expired refusals go next, Unix ns; mu held
 	entries   atomic.Int64        // len(byKey); zero spares every lookup
-	nextSweep atomic.Int64        // when expired refusals go next, Unix ns
 	hits      atomic.Int64        // decisions answered from here
 }
 
@@ -95,7 +95,7 @@ func (h *held) keep(limits []Limit, cost int64, start time.Time, d *Decision) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	// Expired refusals go once a hold; lookups pass them over meanwhile.
-	if start.UnixNano() >= h.nextSweep.Load() {
+	if start.UnixNano() >= h.nextSweep {
 		h.sweep(start)
 	}
 	if len(h.byKey) >= maxHeld {
@@ -128,7 +128,7 @@ func (h *held) sweep(now time.Time) {
 		}
 	}
 	h.entries.Store(int64(len(h.byKey)))
-	h.nextSweep.Store(now.Add(h.hold).UnixNano())
+	h.nextSweep = now.Add(h.hold).UnixNano()
 }
 
 // as returns the held decision as it stands at now: the times until

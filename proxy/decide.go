@@ -141,18 +141,16 @@ type refusal struct {
 func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, x *exchange) {
 	s := x.decision.Refused()
 	retry := seconds(s.RetryAfter)
+	code, what, period := "rate_limited", "rate limit exceeded: ", ""
+	if s.Limit.Period != nil {
+		code, what, period = "quota_exceeded", "quota exceeded: ", s.Limit.Period.String()
+	}
 	body := refusal{
-		Error:      "rate_limited",
+		Error:      code,
+		Message:    what + s.Limit.String() + " (" + s.Limit.Name + ")",
+		Limit:      quota.RefOf(s.Limit.Name, s.Limit.Limit, s.Limit.Window, period),
 		RetryAfter: retry,
 		Subject:    x.subject.ID,
-	}
-	if s.Limit.Period != nil {
-		body.Error = "quota_exceeded"
-		body.Limit = quota.RefOf(s.Limit.Name, s.Limit.Limit, 0, s.Limit.Period.String())
-		body.Message = "quota exceeded: " + s.Limit.String() + " (" + s.Limit.Name + ")"
-	} else {
-		body.Limit = quota.RefOf(s.Limit.Name, s.Limit.Limit, s.Limit.Window, "")
-		body.Message = "rate limit exceeded: " + s.Limit.String() + " (" + s.Limit.Name + ")"
 	}
 	if x.cost > s.Limit.Limit {
 		body.Message += "; this request costs " + strconv.FormatInt(x.cost, 10) + " and can never fit"

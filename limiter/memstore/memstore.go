@@ -514,12 +514,13 @@ func (s *Store) Reset(_ context.Context, limits []limiter.Limit) ([]limiter.Coun
 		}
 		start, _ := l.Period.Bounds(now)
 		c := sh.quotas[quotaKey{key: l.Key, start: start.UnixNano()}]
-		if c == nil || slices.ContainsFunc(values, func(v limiter.CounterValue) bool { return v.Is(limiter.Counter{Key: l.Key, Start: start}) }) {
+		ctr := limiter.Counter{Key: l.Key, Start: start}
+		if c == nil || slices.ContainsFunc(values, func(v limiter.CounterValue) bool { return v.Is(ctr) }) {
 			continue
 		}
 		c.used, c.last = 0, nowNs
 		c.seq++
-		values = append(values, limiter.CounterValue{Counter: limiter.Counter{Key: l.Key, Start: start}, Seq: c.seq})
+		values = append(values, limiter.CounterValue{Counter: ctr, Seq: c.seq})
 	}
 	s.unlock(mask)
 	return values, nil
