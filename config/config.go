@@ -73,6 +73,29 @@ type Redis struct {
 	// request Redis refused, while the refusing limit is still full.
 	// Zero sends every request to Redis.
 	HoldRefusals time.Duration `mapstructure:"hold_refusals"`
+	// Username and Password authenticate to Redis (AUTH; a username
+	// is a Redis 6 ACL user). A URL may carry them instead, not both.
+	Username string `mapstructure:"username"`
+	Password string `mapstructure:"password"`
+	// TLS secures the connections to Redis.
+	TLS TLS `mapstructure:"tls"`
+}
+
+// TLS says how to reach Redis over TLS.
+type TLS struct {
+	// Enabled turns TLS on for cluster_addrs and sentinel; a URL turns
+	// it on with the rediss:// scheme.
+	Enabled bool `mapstructure:"enabled"`
+	// CAFile holds the PEM certificates that may sign Redis's; empty
+	// means the system's roots.
+	CAFile string `mapstructure:"ca_file"`
+	// CertFile and KeyFile are a client certificate and its key, for a
+	// Redis that asks for one (tls-auth-clients).
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+	// ServerName is the name Redis's certificate must carry, when it is
+	// not the host Redis is reached at.
+	ServerName string `mapstructure:"server_name"`
 }
 
 // Sentinel is a Redis Sentinel setup.
@@ -81,6 +104,9 @@ type Sentinel struct {
 	Master string `mapstructure:"master"`
 	// Addrs are the sentinels' host:port addresses.
 	Addrs []string `mapstructure:"addrs"`
+	// Password is the Sentinels' own (their requirepass), when they
+	// ask for one; Redis.Password is the master's.
+	Password string `mapstructure:"password"`
 }
 
 // Database selects the durable ledger. Empty URL means the embedded store.

@@ -43,6 +43,10 @@ func TestGolden(t *testing.T) {
 			if got != string(want) {
 				t.Errorf("errors differ\ngot:\n%s\nwant:\n%s", got, want)
 			}
+			// Passwords in the cases contain "s3cret"; no message may show one.
+			if strings.Contains(got, "s3cret") {
+				t.Errorf("a message shows a secret:\n%s", got)
+			}
 		})
 	}
 }
@@ -129,6 +133,8 @@ redis: {url: "redis://file:6379"}
 		{name: "GAIA_DATABASE_URL beats DATABASE_URL", env: []string{"GAIA_DATABASE_URL=postgres://gaia/db", "DATABASE_URL=postgres://env/db"}, get: dbURL, want: "postgres://gaia/db"},
 		{name: "flag beats GAIA_DATABASE_URL", env: []string{"GAIA_DATABASE_URL=postgres://gaia/db"}, flags: map[string]any{"database.url": "postgres://flag/db"}, get: dbURL, want: "postgres://flag/db"},
 		{name: "GAIA_REDIS_URL", env: []string{"GAIA_REDIS_URL=redis://env:6379"}, get: func(c *Config) any { return c.Redis.URL }, want: "redis://env:6379"},
+		{name: "GAIA_REDIS_PASSWORD", env: []string{"GAIA_REDIS_PASSWORD=s3cret"}, get: func(c *Config) any { return c.Redis.Password }, want: "s3cret"},
+		{name: "GAIA_REDIS_TLS_CA_FILE", env: []string{"GAIA_REDIS_URL=rediss://env:6379", "GAIA_REDIS_TLS_CA_FILE=/etc/ca.pem"}, get: func(c *Config) any { return c.Redis.TLS.CAFile }, want: "/etc/ca.pem"},
 		{name: "GAIA_UPSTREAM", env: []string{"GAIA_UPSTREAM=http://env:9000"}, get: func(c *Config) any { return c.Upstream }, want: "http://env:9000"},
 		{name: "GAIA_ADMIN_TOKEN", env: []string{"GAIA_ADMIN_TOKEN=s3cret"}, get: func(c *Config) any { return c.Admin.Token }, want: "s3cret"},
 		{name: "GAIA_QUOTA_FLUSH_INTERVAL", env: []string{"GAIA_QUOTA_FLUSH_INTERVAL=5s"}, get: func(c *Config) any { return c.Quota.FlushInterval }, want: 5 * time.Second},
@@ -180,8 +186,10 @@ func TestEnvNames(t *testing.T) {
 	want := []string{
 		"GAIA_LISTEN", "GAIA_UPSTREAM", "GAIA_UPSTREAM_TIMEOUT", "GAIA_SHUTDOWN_TIMEOUT",
 		"GAIA_ADMIN_LISTEN", "GAIA_ADMIN_TOKEN",
-		"GAIA_REDIS_URL", "GAIA_REDIS_CLUSTER_ADDRS", "GAIA_REDIS_SENTINEL_MASTER", "GAIA_REDIS_SENTINEL_ADDRS",
-		"GAIA_REDIS_TIMEOUT", "GAIA_REDIS_FAILURE_MODE", "GAIA_REDIS_KEY_PREFIX", "GAIA_REDIS_HOLD_REFUSALS", "GAIA_DATABASE_URL", "GAIA_DATA_DIR",
+		"GAIA_REDIS_URL", "GAIA_REDIS_CLUSTER_ADDRS", "GAIA_REDIS_SENTINEL_MASTER", "GAIA_REDIS_SENTINEL_ADDRS", "GAIA_REDIS_SENTINEL_PASSWORD",
+		"GAIA_REDIS_TIMEOUT", "GAIA_REDIS_FAILURE_MODE", "GAIA_REDIS_KEY_PREFIX", "GAIA_REDIS_HOLD_REFUSALS",
+		"GAIA_REDIS_USERNAME", "GAIA_REDIS_PASSWORD", "GAIA_REDIS_TLS_ENABLED", "GAIA_REDIS_TLS_CA_FILE",
+		"GAIA_REDIS_TLS_CERT_FILE", "GAIA_REDIS_TLS_KEY_FILE", "GAIA_REDIS_TLS_SERVER_NAME", "GAIA_DATABASE_URL", "GAIA_DATA_DIR",
 		"GAIA_IDENTITY_API_KEY_HEADERS", "GAIA_IDENTITY_USER_HEADER", "GAIA_IDENTITY_TRUSTED_CIDRS",
 		"GAIA_IDENTITY_ANONYMOUS", "GAIA_IDENTITY_STRIP_API_KEY",
 		"GAIA_QUOTA_TIMEZONE", "GAIA_QUOTA_FLUSH_INTERVAL", "GAIA_DEFAULTS_PLAN", "GAIA_SHADOW",

@@ -128,6 +128,51 @@ func (v *validator) redis() {
 	if r.HoldRefusals < 0 || r.HoldRefusals > time.Minute {
 		v.bad("redis.hold_refusals", "must be 0 (off) to 1m, got %v", r.HoldRefusals)
 	}
+	v.redisAuth(r)
+}
+
+// redisAuth checks Redis's credentials and TLS settings. Secrets are
+// named, never shown.
+func (v *validator) redisAuth(r Redis) {
+	tlsOn := r.TLS.Enabled
+	if u, err := url.Parse(r.URL); r.URL != "" && err == nil {
+		if r.Username != "" && u.User.Username() != "" {
+			v.bad("redis.username", "set here and in redis.url: keep one")
+		}
+		if _, ok := u.User.Password(); ok && r.Password != "" {
+			v.bad("redis.password", "set here and in redis.url: keep one")
+		}
+		if r.TLS.Enabled {
+			v.bad("redis.tls.enabled", "with redis.url the scheme says it: use a rediss:// URL")
+		}
+		tlsOn = u.Scheme == "rediss"
+	}
+	if r.Sentinel.Password != "" && r.Sentinel.Master == "" {
+		v.bad("redis.sentinel.password", "set, but redis.sentinel.master is not")
+	}
+	if r.URL == "" && len(r.ClusterAddrs) == 0 && r.Sentinel.Master == "" {
+		for _, f := range []struct {
+			key string
+			set bool
+		}{{"redis.username", r.Username != ""}, {"redis.password", r.Password != ""}, {"redis.tls.enabled", r.TLS.Enabled}} {
+			if f.set {
+				v.bad(f.key, "set, but no Redis is (redis.url, redis.cluster_addrs or redis.sentinel)")
+			}
+		}
+	}
+	if !tlsOn {
+		for _, f := range []struct{ key, val string }{
+			{"redis.tls.ca_file", r.TLS.CAFile}, {"redis.tls.cert_file", r.TLS.CertFile},
+			{"redis.tls.key_file", r.TLS.KeyFile}, {"redis.tls.server_name", r.TLS.ServerName},
+		} {
+			if f.val != "" {
+				v.bad(f.key, "set, but TLS is off (turn it on with redis.tls.enabled, or a rediss:// redis.url)")
+			}
+		}
+	}
+	if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
+		v.bad("redis.tls.cert_file", "and redis.tls.key_file go together: set both or neither")
+	}
 }
 
 func (v *validator) identity() {

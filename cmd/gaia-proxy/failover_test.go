@@ -22,10 +22,21 @@ import (
 // free loopback port, waits until it answers, and kills it when the test
 // ends. It returns its address, a client of it and its process.
 func redisServer(t *testing.T, args ...string) (string, *redis.Client, *os.Process) {
+	return redisServerWith(t, redis.Options{}, args...)
+}
+
+// redisServerWith is redisServer with a client of options opt (its Addr
+// set here). With opt.TLSConfig the server takes TLS connections alone,
+// with the certificates that args name.
+func redisServerWith(t *testing.T, opt redis.Options, args ...string) (string, *redis.Client, *os.Process) {
 	t.Helper()
 	addr := freeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command("redis-server", append(args, "--port", port, "--bind", "127.0.0.1")...)
+	listen := []string{"--port", port}
+	if opt.TLSConfig != nil {
+		listen = []string{"--port", "0", "--tls-port", port}
+	}
+	cmd := exec.Command("redis-server", append(args, append(listen, "--bind", "127.0.0.1")...)...)
 	cmd.Dir = t.TempDir()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("redis-server: %v", err)
@@ -34,7 +45,8 @@ func redisServer(t *testing.T, args ...string) (string, *redis.Client, *os.Proce
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	opt.Addr = addr
+	rdb := redis.NewClient(&opt)
 	t.Cleanup(func() { rdb.Close() })
 	waitFor(t, 10*time.Second, "redis-server on "+addr, func() bool {
 		return rdb.Ping(context.Background()).Err() == nil
@@ -53,7 +65,6 @@ func TestSentinelFailover(t *testing.T) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server: %v", err)
 	}
-	noDisk := []string{"--save", "", "--appendonly", "no"}
 	masterAddr, master, masterProc := redisServer(t, noDisk...)
 	mhost, mport, _ := net.SplitHostPort(masterAddr)
 	replicaAddr, replica, _ := redisServer(t, append(noDisk, "--replicaof", mhost, mport)...)

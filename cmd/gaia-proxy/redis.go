@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/gaia-proxy/gaia-proxy/admin"
@@ -25,9 +28,11 @@ type hotPath struct {
 	roundTrips func() admin.RoundTrips
 }
 
-// openHotPath opens the store of cfg. clock is this process's clock (nil:
+// openHotPath opens the store of cfg, and connects to Redis before the
+// proxy takes traffic (a Redis away is logged, not fatal: failure_mode
+// decides until it answers). clock is this process's clock (nil:
 // time.Now); Redis decides by its own.
-func openHotPath(cfg config.Redis, logf func(string, ...any), clock func() time.Time) (*hotPath, error) {
+func openHotPath(ctx context.Context, cfg config.Redis, logf func(string, ...any), clock func() time.Time) (*hotPath, error) {
 	rdb, kind, err := newRedis(cfg)
 	if err != nil {
 		return nil, err
@@ -42,6 +47,11 @@ func openHotPath(cfg config.Redis, logf func(string, ...any), clock func() time.
 		return nil, fmt.Errorf("redis.failure_mode: %w", err)
 	}
 	rs := redisstore.New(rdb, &redisstore.Options{Prefix: cfg.KeyPrefix, Logf: logf, Clock: clock})
+	wctx, cancel := context.WithTimeout(ctx, warmTimeout)
+	defer cancel()
+	if err := rs.Warm(wctx); err != nil {
+		logf("redis: not reachable at start (%v); failure_mode %s decides until it is", err, cfg.FailureMode)
+	}
 	h := &hotPath{
 		mode:  kind,
 		rdb:   rdb,
@@ -66,6 +76,9 @@ func openHotPath(cfg config.Redis, logf func(string, ...any), clock func() time.
 	return h, nil
 }
 
+// warmTimeout bounds the wait for Redis at start.
+const warmTimeout = 2 * time.Second
+
 // hotPathCheck reports the limiter's store on /health: while Redis is
 // away the proxy is degraded (failing local or open) or down (closed).
 func hotPathCheck(lim *limiter.Limiter, mode string) admin.Checker {
@@ -85,22 +98,31 @@ func hotPathCheck(lim *limiter.Limiter, mode string) admin.Checker {
 // newRedis returns a client for cfg.Redis: a cluster client for
 // cluster_addrs, a Sentinel failover client for sentinel, else a plain
 // client for url; nil when none is set. kind names it for /health:
-// "redis", "redis-cluster" or "redis-sentinel".
+// "redis", "redis-cluster" or "redis-sentinel". Credentials and TLS
+// settings apply to all three (a URL may carry its own credentials, and
+// turns TLS on with rediss://).
 //
 // A decision gives up after redis.timeout whatever the connection does
 // (the limiter bounds it); the client's own timeouts, ten times that,
 // only free connections to a Redis that stopped answering.
 func newRedis(cfg config.Redis) (rdb redis.UniversalClient, kind string, err error) {
 	t := min(max(10*cfg.Timeout, 100*time.Millisecond), 3*time.Second)
+	tc, err := redisTLS(cfg.TLS, cfg.TLS.Enabled)
+	if err != nil {
+		return nil, "", err
+	}
 	switch {
 	case len(cfg.ClusterAddrs) > 0:
 		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:       cfg.ClusterAddrs,
+			Addrs:    cfg.ClusterAddrs,
+			Username: cfg.Username, Password: cfg.Password, TLSConfig: tc,
 			DialTimeout: t, ReadTimeout: t, WriteTimeout: t,
 		}), "redis-cluster", nil
 	case cfg.Sentinel.Master != "":
 		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName: cfg.Sentinel.Master, SentinelAddrs: cfg.Sentinel.Addrs,
+			SentinelPassword: cfg.Sentinel.Password,
+			Username:         cfg.Username, Password: cfg.Password, TLSConfig: tc,
 			DialTimeout: t, ReadTimeout: t, WriteTimeout: t,
 		}), "redis-sentinel", nil
 	case cfg.URL != "":
@@ -108,8 +130,51 @@ func newRedis(cfg config.Redis) (rdb redis.UniversalClient, kind string, err err
 		if err != nil {
 			return nil, "", fmt.Errorf("redis.url: %w", err)
 		}
+		if opt.TLSConfig != nil { // rediss://, maybe with ?skip_verify=true
+			tc, err := redisTLS(cfg.TLS, true)
+			if err != nil {
+				return nil, "", err
+			}
+			tc.InsecureSkipVerify = opt.TLSConfig.InsecureSkipVerify
+			opt.TLSConfig = tc
+		}
+		if cfg.Username != "" {
+			opt.Username = cfg.Username
+		}
+		if cfg.Password != "" {
+			opt.Password = cfg.Password
+		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = t, t, t
 		return redis.NewClient(opt), "redis", nil
 	}
 	return nil, "", nil
+}
+
+// redisTLS returns the TLS settings of c, or nil when on is false. Its
+// files are read now, so that a bad one stops the start, named.
+// Without a server_name, the certificate must name the host each
+// connection dials (every node's, in a cluster).
+func redisTLS(c config.TLS, on bool) (*tls.Config, error) {
+	if !on {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis.tls.ca_file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("redis.tls.ca_file: no PEM certificate in %s", c.CAFile)
+		}
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis.tls.cert_file and key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/gaia-proxy/gaia-proxy/internal/relay"
 	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
 )
@@ -350,22 +352,29 @@ func waitFor(t *testing.T, wait time.Duration, what string, f func() bool, logs 
 // in that Redis.
 func TestSentinel(t *testing.T) {
 	master, addrs := testenv.RedisSentinel(t)
-	rdb := testenv.RedisFailover(t)
+	servesOn(t, fmt.Sprintf(`sentinel: {master: %s, addrs: [%q]}`, master, strings.Join(addrs, `", "`)),
+		"redis-sentinel", testenv.RedisFailover(t))
+}
+
+// servesOn starts the server with the redis settings (YAML
+// mapping entries, without braces; the key prefix and failure_mode
+// closed are added) and shows that it works on the Redis that rdb
+// reaches: /health reports it ok in mode, plan small's 5 an hour holds,
+// and the counters are in that Redis. It returns the server.
+func servesOn(t *testing.T, settings, mode string, rdb redis.Cmdable) *instance {
+	t.Helper()
 	prefix := testenv.Prefix(t)
 	up := newUpstream(t)
 	dir := t.TempDir()
 	text := strings.NewReplacer(
 		`redis: {url: "REDISURL", key_prefix: "PREFIX", timeout: TIMEOUT, failure_mode: MODE}`,
-		fmt.Sprintf(`redis: {sentinel: {master: %s, addrs: [%q]}, key_prefix: %q, failure_mode: closed}`, master, strings.Join(addrs, `", "`), prefix),
+		fmt.Sprintf(`redis: {%s, key_prefix: %q, failure_mode: closed}`, settings, prefix),
 	).Replace(redisConfig)
-	if !strings.Contains(text, "sentinel:") {
-		t.Fatal("the test's config has no redis.sentinel")
-	}
 	in := start(t, writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir))
 
 	_, body := call(t, in.admin+"/health")
-	if !strings.Contains(body, `"redis":{"status":"ok","mode":"redis-sentinel"}`) {
-		t.Errorf("health: %s, want redis ok in mode redis-sentinel", body)
+	if want := fmt.Sprintf(`"redis":{"status":"ok","mode":%q}`, mode); !strings.Contains(body, want) {
+		t.Errorf("health: %s, want %s", body, want)
 	}
 	for i := 1; i <= 6; i++ { // plan small: 5 an hour
 		resp, body := call(t, in.proxy+"/s", "X-API-Key: key-small")
@@ -378,6 +387,7 @@ func TestSentinel(t *testing.T) {
 	}
 	keys, err := rdb.Keys(t.Context(), prefix+"*").Result()
 	if err != nil || len(keys) == 0 {
-		t.Errorf("keys under %q in the Sentinel's master: %v, %v; want the limiter's counters", prefix, keys, err)
+		t.Errorf("keys under %q in %s's Redis: %v, %v; want the limiter's counters", prefix, mode, keys, err)
 	}
+	return in
 }

@@ -127,7 +127,7 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	// subject and minute), so they go less often than quota usage: the
 	// live stream shows violations at once, analytics can wait seconds.
 	journal := quota.NewJournal(led.journal, &quota.JournalOptions{FlushInterval: max(cfg.Quota.FlushInterval, journalFlush), Logf: logf})
-	hot, err := openHotPath(cfg.Redis, logf, so.Clock)
+	hot, err := openHotPath(ctx, cfg.Redis, logf, so.Clock)
 	if err != nil {
 		return err
 	}

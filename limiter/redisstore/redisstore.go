@@ -299,6 +299,15 @@ func New(rdb rediser, o *Options) *Store {
 	return s
 }
 
+// Warm readies the store for traffic: it connects to Redis (every master
+// of a cluster) and loads the script there, so that the first decisions
+// pay neither for setting up a connection (TLS, AUTH) nor for a NOSCRIPT
+// round trip. An error means Redis cannot be reached now; the store
+// works once it can.
+func (s *Store) Warm(ctx context.Context) error {
+	return s.rdb.ScriptLoad(ctx, s.script.src).Err()
+}
+
 // Close stops the workers, once the calls they are sending are done, and
 // waits for background undos. Decisions after Close fail with
 // limiter.ErrUnavailable. It does not close the Redis client.

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
+)
+
+// certs are the files of a test CA, a server certificate it signed for
+// 127.0.0.1, and a client certificate it signed, and a TLS config of a
+// client that trusts the CA and shows the client certificate.
+type certs struct {
+	ca, serverCert, serverKey, clientCert, clientKey string
+	client                                           *tls.Config
+}
+
+// newCerts writes a fresh CA, server and client certificate in a
+// directory of the test's.
+func newCerts(t *testing.T) *certs {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, kind string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	key := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	now := time.Now()
+	caKey := key()
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gaia test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &certs{ca: write("ca.pem", "CERTIFICATE", caDER)}
+	issue := func(serial int64, name string, usage x509.ExtKeyUsage) (certFile, keyFile string) {
+		k := key()
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", kder)
+	}
+	c.serverCert, c.serverKey = issue(2, "server", x509.ExtKeyUsageServerAuth)
+	c.clientCert, c.clientKey = issue(3, "client", x509.ExtKeyUsageClientAuth)
+	pair, err := tls.LoadX509KeyPair(c.clientCert, c.clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(must(x509.ParseCertificate(caDER)))
+	c.client = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	return c
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// serverArgs are redis-server's TLS arguments: its certificate, and
+// client certificates required, signed by the CA.
+func (c *certs) serverArgs() []string {
+	return []string{"--tls-cert-file", c.serverCert, "--tls-key-file", c.serverKey,
+		"--tls-ca-cert-file", c.ca, "--tls-auth-clients", "yes"}
+}
+
+// yaml is the redis.tls setting that reaches a server of c.
+func (c *certs) yaml(enabled bool) string {
+	on := ""
+	if enabled {
+		on = "enabled: true, "
+	}
+	return fmt.Sprintf(`tls: {%sca_file: %q, cert_file: %q, key_file: %q}`, on, c.ca, c.clientCert, c.clientKey)
+}
+
+// needRedisServer fails the test when redis-server cannot be run; the
+// services are required where GAIA_TEST_REDIS_URL is.
+func needRedisServer(t *testing.T) {
+	t.Helper()
+	testenv.RedisURL(t) // the machine runs Redis tests
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server: %v", err)
+	}
+}
+
+var noDisk = []string{"--save", "", "--appendonly", "no"}
+
+// password is what the tests' Redis servers ask for.
+const password = "pw-s3cret"
+
+// secureRedis starts a redis-server of the test's own that takes only
+// TLS connections with a client certificate (of fresh certificates c),
+// with args (its password among them), and returns c, its address and a
+// client of it that uses password.
+func secureRedis(t *testing.T, args ...string) (*certs, string, *redis.Client) {
+	t.Helper()
+	needRedisServer(t)
+	c := newCerts(t)
+	addr, rdb, _ := redisServerWith(t, redis.Options{TLSConfig: c.client, Password: password},
+		append(append(slices.Clone(noDisk), args...), c.serverArgs()...)...)
+	return c, addr, rdb
+}
+
+// TestRedisTLSPassword runs the server on a Redis that takes only TLS
+// connections with a client certificate and asks for a password
+// (rediss:// URL, redis.password, redis.tls): it works, and the
+// password shows in no log line.
+func TestRedisTLSPassword(t *testing.T) {
+	c, addr, rdb := secureRedis(t, "--requirepass", password)
+	in := servesOn(t, fmt.Sprintf(`url: "rediss://%s/0", password: %q, %s`, addr, password, c.yaml(false)), "redis", rdb)
+	in.stop(t)
+	// The script was loaded at start: no decision met a NOSCRIPT (which
+	// Redis counts as a failed call), so none paid for a connection's
+	// set-up either.
+	stats := rdb.Info(context.Background(), "commandstats").Val()
+	if !strings.Contains(stats, "cmdstat_script|load:calls=") || !regexp.MustCompile(`cmdstat_evalsha:calls=[1-9]\d*,.*failed_calls=0\b`).MatchString(stats) {
+		t.Errorf("want the script loaded at start and no failed EVALSHA:\n%s", stats)
+	}
+	if strings.Contains(in.logs.String(), password) {
+		t.Errorf("the log shows the Redis password:\n%s", in.logs)
+	}
+}
+
+// TestRedisCheckAuthTLS: `gaia-proxy check` fails, naming why, on a
+// wrong password, an unknown certificate authority, no client
+// certificate, and an unreadable CA file; the password never shows.
+func TestRedisCheckAuthTLS(t *testing.T) {
+	c, addr, _ := secureRedis(t, "--requirepass", password)
+	up := newUpstream(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, redis, want string
+	}{
+		{"works", fmt.Sprintf(`url: "rediss://%s/0", password: %q, %s`, addr, password, c.yaml(false)), "ok    redis      reachable"},
+		{"wrong password", fmt.Sprintf(`url: "rediss://%s/0", password: "not-s3cret", %s`, addr, c.yaml(false)), "WRONGPASS"},
+		{"password in the URL", fmt.Sprintf(`url: "rediss://:%s@%s/0", %s`, password, addr, c.yaml(false)), "ok    redis      reachable"},
+		{"no CA", fmt.Sprintf(`url: "rediss://%s/0", password: %q, tls: {cert_file: %q, key_file: %q}`, addr, password, c.clientCert, c.clientKey), "certificate signed by unknown authority"},
+		{"no client certificate", fmt.Sprintf(`url: "rediss://%s/0", password: %q, tls: {ca_file: %q}`, addr, password, c.ca), "FAIL  redis"},
+		{"missing CA file", fmt.Sprintf(`url: "rediss://%s/0", password: %q, tls: {ca_file: %q}`, addr, password, filepath.Join(dir, "none.pem")), "redis.tls.ca_file: open"},
+		{"not TLS", fmt.Sprintf(`url: "redis://%s/0", password: %q`, addr, password), "FAIL  redis"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), fmt.Sprintf(`
+upstream: {{UPSTREAM}}
+data_dir: {{DATA}}
+redis: {%s, timeout: 500ms}
+`, tc.redis), up.URL, dir)
+			var out bytes.Buffer
+			err := run(context.Background(), []string{"check", "--config", file}, nil, &out, &out)
+			if !strings.Contains(out.String(), tc.want) {
+				t.Errorf("check said:\n%s\nwant %q in it", out.String(), tc.want)
+			}
+			if ok := strings.HasPrefix(tc.want, "ok"); (err == nil) != ok {
+				t.Errorf("check returned %v, want success %v", err, ok)
+			}
+			if strings.Contains(out.String(), password) {
+				t.Errorf("check shows the password:\n%s", out.String())
+			}
+		})
+	}
+}
+
+// TestRedisClusterTLSPassword runs the server on a Redis Cluster (of one
+// node holding every slot) that takes only TLS with client certificates
+// and asks for a password: redis.cluster_addrs with redis.tls.enabled.
+func TestRedisClusterTLSPassword(t *testing.T) {
+	c, addr, node := secureRedis(t, "--requirepass", password, "--masterauth", password,
+		"--cluster-enabled", "yes", "--cluster-announce-ip", "127.0.0.1", "--tls-cluster", "yes", "--tls-replication", "yes")
+	ctx := context.Background()
+	if err := node.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "cluster_state:ok", func() bool {
+		info, err := node.ClusterInfo(ctx).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	}, &logBuffer{})
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, Password: password, TLSConfig: c.client})
+	t.Cleanup(func() { cluster.Close() })
+	servesOn(t, fmt.Sprintf(`cluster_addrs: [%q], password: %q, %s`, addr, password, c.yaml(true)), "redis-cluster", cluster)
+}
+
+// TestSentinelPasswords runs the server on a master that asks for a
+// password, named by a Sentinel that asks for another:
+// redis.sentinel.password is the Sentinel's, redis.password the master's.
+func TestSentinelPasswords(t *testing.T) {
+	needRedisServer(t)
+	const masterPW, sentinelPW = "master-s3cret", "sentinel-s3cret"
+	masterAddr, master, _ := redisServerWith(t, redis.Options{Password: masterPW}, append(noDisk, "--requirepass", masterPW)...)
+	host, port, _ := net.SplitHostPort(masterAddr)
+	conf := filepath.Join(t.TempDir(), "sentinel.conf")
+	err := os.WriteFile(conf, []byte(fmt.Sprintf("sentinel monitor authm %s %s 1\n"+
+		"sentinel auth-pass authm %s\nrequirepass %s\n", host, port, masterPW, sentinelPW)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentinelAddr, _, _ := redisServerWith(t, redis.Options{Password: sentinelPW}, conf, "--sentinel")
+	servesOn(t, fmt.Sprintf(`sentinel: {master: authm, addrs: [%q], password: %q}, password: %q`, sentinelAddr, sentinelPW, masterPW),
+		"redis-sentinel", master)
+}
