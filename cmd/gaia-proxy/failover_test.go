@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,14 +83,7 @@ func TestSentinelFailover(t *testing.T) {
 		return err == nil && len(rs) == 1 && strings.Contains(fmt.Sprint(rs), strings.Split(replicaAddr, ":")[1])
 	}, &logBuffer{})
 
-	prefix := testenv.Prefix(t)
-	up := newUpstream(t)
-	dir := t.TempDir()
-	text := strings.NewReplacer(
-		`redis: {url: "REDISURL", key_prefix: "PREFIX", timeout: TIMEOUT, failure_mode: MODE}`,
-		fmt.Sprintf(`redis: {sentinel: {master: failover, addrs: [%q]}, key_prefix: %q, timeout: 50ms, failure_mode: local}`, sentinelAddr, prefix),
-	).Replace(redisConfig)
-	in := start(t, writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir))
+	in, _, _ := startOnRedis(t, fmt.Sprintf(`sentinel: {master: failover, addrs: [%q]}, timeout: 50ms, failure_mode: local`, sentinelAddr))
 	// Anonymous requests: plan anonymous, 1,000 a second, which the
 	// requests below stay far under however long the failover takes.
 	if resp, body := call(t, in.proxy+"/f"); resp.StatusCode != 200 {
@@ -99,11 +93,30 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("the master holds %d keys (%v), want the limiter's", n, err)
 	}
 
-	if err := masterProc.Kill(); err != nil { // as a crash: no goodbye to anyone
+	during := failover(t, in, masterProc, replica, "redis-sentinel")
+	// The failover was felt: decisions that found no master failed over
+	// to the local limiter (go-redis asks the Sentinel again by itself,
+	// so the breaker need not open).
+	_, metrics := call(t, in.admin+"/metrics")
+	if !regexp.MustCompile(`(?m)^gaia_redis_errors_total [1-9]`).MatchString(metrics) {
+		t.Errorf("no failed round trip to Redis counted while its master was away (%d requests then):\n%s", during, metrics)
+	}
+}
+
+// failover kills master (as a crash: no goodbye to anyone) and sends
+// requests to in until replica has been promoted; none may fail. Then
+// it waits until the proxy is back on Redis: /health says redis is ok in
+// mode and the new master runs the proxy's scripts (a replica gets only
+// their writes, and a first NOSCRIPT counts as a failed call). It
+// returns the number of requests sent during the promotion.
+func failover(t *testing.T, in *instance, master *os.Process, replica *redis.Client, mode string) int {
+	t.Helper()
+	ctx := context.Background()
+	if err := master.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	promoted := func() bool {
-		role, err := replica.Do(context.Background(), "ROLE").Slice()
+		role, err := replica.Do(ctx, "ROLE").Slice()
 		return err == nil && len(role) > 0 && role[0] == "master"
 	}
 	deadline := time.Now().Add(time.Minute)
@@ -113,35 +126,97 @@ func TestSentinelFailover(t *testing.T) {
 			t.Fatalf("during the failover: %d %s", resp.StatusCode, body)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the Sentinel did not promote the replica within a minute; log:\n%s", in.logs)
+			t.Fatalf("the replica was not promoted within a minute; log:\n%s", in.logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitFor(t, 30*time.Second, "redis ok on /health after the failover", func() bool {
+	waitFor(t, 30*time.Second, "redis ok on /health and scripts on the new master", func() bool {
 		if resp, body := call(t, in.proxy+"/f"); resp.StatusCode != 200 {
 			t.Fatalf("after the failover: %d %s", resp.StatusCode, body)
 		}
-		_, body := call(t, in.admin+"/health")
-		return strings.Contains(body, `"redis":{"status":"ok","mode":"redis-sentinel"}`)
+		_, health := call(t, in.admin+"/health")
+		stats, err := replica.Info(ctx, "commandstats").Result()
+		var calls, failed int
+		if m := regexp.MustCompile(`cmdstat_evalsha:calls=(\d+),.*failed_calls=(\d+)`).FindStringSubmatch(stats); m != nil {
+			calls, _ = strconv.Atoi(m[1])
+			failed, _ = strconv.Atoi(m[2])
+		}
+		return err == nil && calls-failed > 0 && strings.Contains(health, fmt.Sprintf(`"redis":{"status":"ok","mode":%q}`, mode))
 	}, in.logs)
-	// The failover was felt: decisions that found no master failed over
-	// to the local limiter (go-redis asks the Sentinel again by itself,
-	// so the breaker need not open).
-	_, metrics := call(t, in.admin+"/metrics")
-	if !regexp.MustCompile(`(?m)^gaia_redis_errors_total [1-9]`).MatchString(metrics) {
-		t.Errorf("no failed round trip to Redis counted while its master was away (%d requests then):\n%s", during, metrics)
+	t.Logf("%d requests while the replica was promoted, all answered 200", during)
+	return during
+}
+
+// TestClusterFailover: the Redis Cluster master holding the proxy's
+// counters goes away and the cluster promotes its replica. With
+// failure_mode local the proxy answers throughout without a 5xx, and
+// then works on the new master. It runs a cluster of its own (three
+// masters, so that a majority can elect, and one replica) with a short
+// node timeout.
+func TestClusterFailover(t *testing.T) {
+	testenv.RedisClusterAddrs(t) // the machine can run Cluster tests
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server: %v", err)
 	}
-	t.Logf("%d requests while the Sentinel promoted the replica, all answered 200", during)
-	// A replica gets a script's writes, not the script: scripts ran on
-	// the new master only if the proxy sent them there (a first NOSCRIPT
-	// counts as a failed call).
-	stats, err := replica.Info(context.Background(), "commandstats").Result()
-	var calls, failed int
-	if m := regexp.MustCompile(`cmdstat_evalsha:calls=(\d+),.*failed_calls=(\d+)`).FindStringSubmatch(stats); m != nil {
-		calls, _ = strconv.Atoi(m[1])
-		failed, _ = strconv.Atoi(m[2])
+	ctx := context.Background()
+	type node struct {
+		addr string
+		rdb  *redis.Client
+		proc *os.Process
+		id   string
 	}
-	if err != nil || calls-failed < 1 {
-		t.Errorf("no script ran on the new master (%v):\n%s", err, stats)
+	nodes := make([]*node, 4)
+	for i := range nodes {
+		addr, rdb, proc := redisServer(t, append(slices.Clone(noDisk), "--cluster-enabled", "yes", "--cluster-node-timeout", "500", "--repl-diskless-sync-delay", "0")...)
+		id, err := rdb.Do(ctx, "CLUSTER", "MYID").Text()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = &node{addr, rdb, proc, id}
 	}
+	masters, spare := nodes[:3], nodes[3]
+	for i, m := range masters {
+		lo, hi := i*16384/3, (i+1)*16384/3-1
+		if err := m.rdb.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", lo, hi).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range nodes[1:] {
+		host, port, _ := net.SplitHostPort(n.addr)
+		if err := nodes[0].rdb.ClusterMeet(ctx, host, port).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clusterOK := func(n *node) bool {
+		info, err := n.rdb.ClusterInfo(ctx).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:4")
+	}
+	waitFor(t, 20*time.Second, "the cluster forms", func() bool {
+		return clusterOK(nodes[0]) && clusterOK(nodes[1]) && clusterOK(nodes[2]) && clusterOK(nodes[3])
+	}, &logBuffer{})
+
+	in, _, _ := startOnRedis(t, fmt.Sprintf(`cluster_addrs: [%q], timeout: 50ms, failure_mode: local`, masters[0].addr))
+	// Anonymous requests (plan anonymous, 1,000 a second: far above what
+	// the test sends) keep one subject's counters on one master.
+	if resp, body := call(t, in.proxy+"/f"); resp.StatusCode != 200 {
+		t.Fatalf("before the failover: %d %s", resp.StatusCode, body)
+	}
+	var owner *node
+	for _, m := range masters {
+		if n, err := m.rdb.DBSize(ctx).Result(); err == nil && n > 0 {
+			owner = m
+		}
+	}
+	if owner == nil {
+		t.Fatal("no master holds the limiter's counters")
+	}
+	if err := spare.rdb.Do(ctx, "CLUSTER", "REPLICATE", owner.id).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the replica is in sync", func() bool {
+		info, err := spare.rdb.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	}, &logBuffer{})
+
+	failover(t, in, owner.proc, spare.rdb, "redis-cluster")
 }

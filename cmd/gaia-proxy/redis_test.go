@@ -356,6 +356,22 @@ func TestSentinel(t *testing.T) {
 		"redis-sentinel", testenv.RedisFailover(t))
 }
 
+// startOnRedis starts the server of redisConfig with the redis settings
+// (YAML mapping entries, without braces) and a key prefix of the
+// test's own, in front of an upstream of its own. It returns the
+// server, the upstream and the prefix.
+func startOnRedis(t *testing.T, settings string) (*instance, *upstream, string) {
+	t.Helper()
+	prefix := testenv.Prefix(t)
+	up := newUpstream(t)
+	dir := t.TempDir()
+	text := strings.NewReplacer(
+		`redis: {url: "REDISURL", key_prefix: "PREFIX", timeout: TIMEOUT, failure_mode: MODE}`,
+		fmt.Sprintf(`redis: {%s, key_prefix: %q}`, settings, prefix),
+	).Replace(redisConfig)
+	return start(t, writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)), up, prefix
+}
+
 // servesOn starts the server with the redis settings (YAML
 // mapping entries, without braces; the key prefix and failure_mode
 // closed are added) and shows that it works on the Redis that rdb
@@ -363,14 +379,7 @@ func TestSentinel(t *testing.T) {
 // and the counters are in that Redis. It returns the server.
 func servesOn(t *testing.T, settings, mode string, rdb redis.Cmdable) *instance {
 	t.Helper()
-	prefix := testenv.Prefix(t)
-	up := newUpstream(t)
-	dir := t.TempDir()
-	text := strings.NewReplacer(
-		`redis: {url: "REDISURL", key_prefix: "PREFIX", timeout: TIMEOUT, failure_mode: MODE}`,
-		fmt.Sprintf(`redis: {%s, key_prefix: %q, failure_mode: closed}`, settings, prefix),
-	).Replace(redisConfig)
-	in := start(t, writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir))
+	in, up, prefix := startOnRedis(t, settings+", failure_mode: closed")
 
 	_, body := call(t, in.admin+"/health")
 	if want := fmt.Sprintf(`"redis":{"status":"ok","mode":%q}`, mode); !strings.Contains(body, want) {

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -173,6 +174,9 @@ func (s *Store) exec(batch []*call, cmds []*redis.Cmd) {
 	if slices.ContainsFunc(cmds, func(cmd *redis.Cmd) bool { return isNoScript(cmd.Err()) }) && s.load(ctx) == nil {
 		run(func(cmd *redis.Cmd) bool { return isNoScript(cmd.Err()) })
 	}
+	if s.reload != nil && slices.ContainsFunc(cmds, func(cmd *redis.Cmd) bool { return lostNode(cmd.Err()) }) {
+		s.reload(ctx)
+	}
 	for i := range evals {
 		res, err := cmds[i].Text()
 		evals[i].deliver(s, res, err)
@@ -303,6 +307,17 @@ func (c *call) deliver(s *Store, res string, err error) {
 // the result was already delivered.
 func (c *call) abandon() bool {
 	return c.state.CompareAndSwap(pending, abandoned)
+}
+
+// lostNode reports that err is not Redis's answer but the lack of one: a
+// connection refused, reset or timed out. In a cluster the node may have
+// died and its replica taken its slots; go-redis goes on sending them to
+// the dead node until it learns the slots anew (by default a minute
+// later, or on a MOVED that a dead node cannot send), so the store asks
+// it to (at most every 200 ms, in the background).
+func lostNode(err error) bool {
+	var reply redis.Error
+	return err != nil && !errors.As(err, &reply)
 }
 
 func isNoScript(err error) bool {

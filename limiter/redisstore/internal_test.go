@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -287,6 +288,35 @@ func TestNoScript(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLostNode: a reply of Redis (an error it answered) is not a lost
+// node; a connection that failed is.
+func TestLostNode(t *testing.T) {
+	rdb := testenv.Redis(t)
+	reply := rdb.Do(t.Context(), "NO-SUCH-COMMAND").Err()
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer dead.Close()
+	refused := dead.Ping(t.Context()).Err()
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"none", nil, false},
+		{"Redis's error reply", reply, false},
+		{"NOSCRIPT", rdb.EvalSha(t.Context(), strings.Repeat("0", 40), nil).Err(), false},
+		{"nil reply", redis.Nil, false},
+		{"connection refused", refused, true},
+		{"wrapped", fmt.Errorf("decide: %w", refused), true},
+	} {
+		if tc.err == nil && tc.name != "none" {
+			t.Fatalf("%s: no error to test", tc.name)
+		}
+		if got := lostNode(tc.err); got != tc.want {
+			t.Errorf("%s (%v): lostNode = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
 	}
 }
 

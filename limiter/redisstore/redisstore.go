@@ -229,13 +229,16 @@ type Options struct {
 // Store is a limiter.Store on Redis. Safe for concurrent use. Call Close
 // when done with it.
 type Store struct {
-	rdb      rediser
-	script   *script
-	prefix   string
-	now      func() time.Time // fake Redis clock (tests); nil: Redis TIME
-	clock    func() time.Time // this process's clock
-	logf     func(format string, args ...any)
-	bySlot   bool // one script call per hash slot: Redis Cluster
+	rdb    rediser
+	script *script
+	prefix string
+	now    func() time.Time // fake Redis clock (tests); nil: Redis TIME
+	clock  func() time.Time // this process's clock
+	logf   func(format string, args ...any)
+	bySlot bool // one script call per hash slot: Redis Cluster
+	// reload asks a cluster client to learn the slots anew (nil for one
+	// Redis); see lostNode.
+	reload   func(context.Context)
 	maxBatch int
 
 	queue   chan *call
@@ -290,7 +293,9 @@ func New(rdb rediser, o *Options) *Store {
 	if workers <= 0 {
 		workers = defaultWorkers
 	}
-	_, s.bySlot = rdb.(*redis.ClusterClient)
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		s.bySlot, s.reload = true, c.ReloadState
+	}
 	s.queue = make(chan *call, workers*s.maxBatch)
 	for range workers {
 		s.workers.Add(1)
