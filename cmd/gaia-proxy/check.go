@@ -95,8 +95,12 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		line("redis", nil, "not configured: in-process limiter")
 	default:
 		err := rdb.Ping(ctx).Err()
+		detail := "reachable"
+		if w := evictionWarning(ctx, rdb); err == nil && w != "" {
+			detail += "; warning: " + w
+		}
 		rdb.Close()
-		line("redis", err, "reachable")
+		line("redis", err, detail)
 	}
 
 	if cfg.Database.URL == "" {

@@ -6,6 +6,9 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/gaia-proxy/gaia-proxy/admin"
@@ -51,6 +54,8 @@ func openHotPath(ctx context.Context, cfg config.Redis, logf func(string, ...any
 	defer cancel()
 	if err := rs.Warm(wctx); err != nil {
 		logf("redis: not reachable at start (%v); failure_mode %s decides until it is", err, cfg.FailureMode)
+	} else if w := evictionWarning(wctx, rdb); w != "" {
+		logf("redis: warning: %s", w)
 	}
 	h := &hotPath{
 		mode:  kind,
@@ -74,6 +79,39 @@ func openHotPath(ctx context.Context, cfg config.Redis, logf func(string, ...any
 		},
 	}
 	return h, nil
+}
+
+// evictionWarning says how Redis may drop the limiter's counters to free
+// memory: a memory limit with an eviction policy (every counter has a
+// TTL, so volatile-* policies evict them too). A limit then forgets what
+// it counted and admits more; quota counters come back from the ledger,
+// less at most a flush interval. Empty when no node can evict, or when
+// CONFIG is not allowed (managed Redis): nothing to say then.
+func evictionWarning(ctx context.Context, rdb redis.UniversalClient) string {
+	var (
+		mu    sync.Mutex
+		found []string
+	)
+	check := func(ctx context.Context, c *redis.Client) error {
+		m, err := c.ConfigGet(ctx, "maxmemory*").Result()
+		if err == nil && m["maxmemory"] != "" && m["maxmemory"] != "0" && m["maxmemory-policy"] != "noeviction" {
+			mu.Lock()
+			found = append(found, fmt.Sprintf("%s has maxmemory %s with maxmemory-policy %s", c.Options().Addr, m["maxmemory"], m["maxmemory-policy"]))
+			mu.Unlock()
+		}
+		return nil
+	}
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		_ = c.ForEachMaster(ctx, check)
+	case *redis.Client:
+		_ = check(ctx, c)
+	}
+	if len(found) == 0 {
+		return ""
+	}
+	slices.Sort(found)
+	return strings.Join(found, "; ") + ": when memory runs short Redis may evict the limiter's counters, and a limit then forgets what it counted and admits more; maxmemory-policy noeviction keeps them (writes then fail when memory is full, and failure_mode applies)"
 }
 
 // warmTimeout bounds the wait for Redis at start.

@@ -243,3 +243,44 @@ func TestSentinelPasswords(t *testing.T) {
 	servesOn(t, fmt.Sprintf(`sentinel: {master: authm, addrs: [%q], password: %q}, password: %q`, sentinelAddr, sentinelPW, masterPW),
 		"redis-sentinel", master)
 }
+
+// TestEvictionWarning: a Redis that may evict keys under memory pressure
+// (maxmemory with an eviction policy) could drop the limiter's counters;
+// `gaia-proxy check` and the server's start say so, naming the policy;
+// with noeviction, or no memory limit, they say nothing.
+func TestEvictionWarning(t *testing.T) {
+	needRedisServer(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		warn bool
+	}{
+		{"allkeys-lru", []string{"--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"}, true},
+		{"volatile-ttl", []string{"--maxmemory", "64mb", "--maxmemory-policy", "volatile-ttl"}, true},
+		{"noeviction", []string{"--maxmemory", "64mb", "--maxmemory-policy", "noeviction"}, false},
+		{"no memory limit", []string{"--maxmemory-policy", "allkeys-lru"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _, _ := redisServer(t, append(slices.Clone(noDisk), tc.args...)...)
+			up := newUpstream(t)
+			dir := t.TempDir()
+			file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), fmt.Sprintf(`
+upstream: {{UPSTREAM}}
+data_dir: {{DATA}}
+redis: {url: "redis://%s/0"}
+`, addr), up.URL, dir)
+			var out bytes.Buffer
+			if err := run(context.Background(), []string{"check", "--config", file}, nil, &out, &out); err != nil {
+				t.Fatalf("check: %v\n%s", err, out.String())
+			}
+			in, _, _ := startOnRedis(t, fmt.Sprintf(`url: "redis://%s/0"`, addr))
+			in.stop(t)
+			for what, text := range map[string]string{"check": out.String(), "the server's log": in.logs.String()} {
+				warned := strings.Contains(text, "maxmemory-policy "+tc.args[len(tc.args)-1])
+				if warned != tc.warn {
+					t.Errorf("%s warns of eviction: %v, want %v:\n%s", what, warned, tc.warn, text)
+				}
+			}
+		})
+	}
+}
