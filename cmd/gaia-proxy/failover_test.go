@@ -147,36 +147,37 @@ func failover(t *testing.T, in *instance, master *os.Process, replica *redis.Cli
 	return during
 }
 
-// TestClusterFailover: the Redis Cluster master holding the proxy's
-// counters goes away and the cluster promotes its replica. With
-// failure_mode local the proxy answers throughout without a 5xx, and
-// then works on the new master. It runs a cluster of its own (three
-// masters, so that a majority can elect, and one replica) with a short
-// node timeout.
-func TestClusterFailover(t *testing.T) {
+// clusterNode is one redis-server of a test's own Redis Cluster.
+type clusterNode struct {
+	addr string
+	rdb  *redis.Client
+	proc *os.Process
+	id   string
+}
+
+// ownCluster starts a Redis Cluster of the test's own: masters masters
+// sharing the slots evenly, and spares nodes that have joined it with no
+// slots (a test makes them replicas, or moves slots to them), with a
+// short node timeout. It returns the masters, then the spares, once
+// every node sees the cluster ok.
+func ownCluster(t *testing.T, masters, spares int) []*clusterNode {
+	t.Helper()
 	testenv.RedisClusterAddrs(t) // the machine can run Cluster tests
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server: %v", err)
 	}
 	ctx := context.Background()
-	type node struct {
-		addr string
-		rdb  *redis.Client
-		proc *os.Process
-		id   string
-	}
-	nodes := make([]*node, 4)
+	nodes := make([]*clusterNode, masters+spares)
 	for i := range nodes {
 		addr, rdb, proc := redisServer(t, append(slices.Clone(noDisk), "--cluster-enabled", "yes", "--cluster-node-timeout", "500", "--repl-diskless-sync-delay", "0")...)
 		id, err := rdb.Do(ctx, "CLUSTER", "MYID").Text()
 		if err != nil {
 			t.Fatal(err)
 		}
-		nodes[i] = &node{addr, rdb, proc, id}
+		nodes[i] = &clusterNode{addr, rdb, proc, id}
 	}
-	masters, spare := nodes[:3], nodes[3]
-	for i, m := range masters {
-		lo, hi := i*16384/3, (i+1)*16384/3-1
+	for i, m := range nodes[:masters] {
+		lo, hi := i*16384/masters, (i+1)*16384/masters-1
 		if err := m.rdb.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", lo, hi).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -187,13 +188,29 @@ func TestClusterFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	clusterOK := func(n *node) bool {
-		info, err := n.rdb.ClusterInfo(ctx).Result()
-		return err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:4")
-	}
+	known := fmt.Sprintf("cluster_known_nodes:%d", len(nodes))
 	waitFor(t, 20*time.Second, "the cluster forms", func() bool {
-		return clusterOK(nodes[0]) && clusterOK(nodes[1]) && clusterOK(nodes[2]) && clusterOK(nodes[3])
+		for _, n := range nodes {
+			info, err := n.rdb.ClusterInfo(ctx).Result()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, known) {
+				return false
+			}
+		}
+		return true
 	}, &logBuffer{})
+	return nodes
+}
+
+// TestClusterFailover: the Redis Cluster master holding the proxy's
+// counters goes away and the cluster promotes its replica. With
+// failure_mode local the proxy answers throughout without a 5xx, and
+// then works on the new master. It runs a cluster of its own (three
+// masters, so that a majority can elect, and one replica) with a short
+// node timeout.
+func TestClusterFailover(t *testing.T) {
+	ctx := context.Background()
+	nodes := ownCluster(t, 3, 1)
+	masters, spare := nodes[:3], nodes[3]
 
 	in, _, _ := startOnRedis(t, fmt.Sprintf(`cluster_addrs: [%q], timeout: 50ms, failure_mode: local`, masters[0].addr))
 	// Anonymous requests (plan anonymous, 1,000 a second: far above what
@@ -201,7 +218,7 @@ func TestClusterFailover(t *testing.T) {
 	if resp, body := call(t, in.proxy+"/f"); resp.StatusCode != 200 {
 		t.Fatalf("before the failover: %d %s", resp.StatusCode, body)
 	}
-	var owner *node
+	var owner *clusterNode
 	for _, m := range masters {
 		if n, err := m.rdb.DBSize(ctx).Result(); err == nil && n > 0 {
 			owner = m
@@ -219,4 +236,83 @@ func TestClusterFailover(t *testing.T) {
 	}, &logBuffer{})
 
 	failover(t, in, owner.proc, spare.rdb, "redis-cluster")
+}
+
+// TestClusterReshard moves the slot holding a subject's counters to
+// another master while the proxy serves it (as redis-cli --cluster
+// reshard does: IMPORTING, MIGRATING, MIGRATE of its keys, then the slot
+// given away), with failure_mode closed so that no decision can hide
+// behind a fallback: every request is answered from Redis, and the
+// counters move with the slot, so the limit neither resets nor
+// over-admits.
+func TestClusterReshard(t *testing.T) {
+	ctx := context.Background()
+	nodes := ownCluster(t, 2, 1)
+	in, up, _ := startOnRedis(t, fmt.Sprintf(`cluster_addrs: [%q], timeout: 500ms, failure_mode: closed`, nodes[0].addr))
+	// Plan small: 5 an hour for key-small; 2 now, 3 during the move, 2
+	// after it.
+	codes := []int{}
+	ask := func() {
+		resp, body := call(t, in.proxy+"/s", "X-API-Key: key-small")
+		if resp.StatusCode != 200 && resp.StatusCode != 429 {
+			t.Fatalf("request %d: %d %s\n%s", len(codes)+1, resp.StatusCode, body, in.logs)
+		}
+		codes = append(codes, resp.StatusCode)
+	}
+	ask()
+	ask()
+	var src *clusterNode
+	var keys []string
+	for _, m := range nodes[:2] {
+		if ks, err := m.rdb.Keys(ctx, "*").Result(); err == nil && len(ks) > 0 {
+			src, keys = m, ks
+		}
+	}
+	if src == nil {
+		t.Fatal("no master holds the limiter's counters")
+	}
+	slot, err := src.rdb.ClusterKeySlot(ctx, keys[0]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := nodes[2]
+	do := func(n *clusterNode, args ...any) {
+		t.Helper()
+		if err := n.rdb.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("%s on %s: %v", fmt.Sprint(args...), n.addr, err)
+		}
+	}
+	do(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src.id)
+	do(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst.id)
+	ask() // the keys are still on src: it answers
+	host, port, _ := net.SplitHostPort(dst.addr)
+	inSlot, err := src.rdb.ClusterGetKeysInSlot(ctx, int(slot), 100).Result()
+	if err != nil || len(inSlot) == 0 {
+		t.Fatalf("keys in slot %d: %v, %v", slot, inSlot, err)
+	}
+	do(src, append([]any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}, anys(inSlot)...)...)
+	ask() // src sends the client to dst (ASK): dst answers
+	for _, n := range nodes {
+		do(n, "CLUSTER", "SETSLOT", slot, "NODE", dst.id)
+	}
+	ask() // the slot is dst's (MOVED)
+	ask()
+	ask()
+	if want := []int{200, 200, 200, 200, 200, 429, 429}; !slices.Equal(codes, want) {
+		t.Errorf("answers %v, want %v: the counters must move with the slot", codes, want)
+	}
+	if n, _ := up.seen("/s"); n != 5 {
+		t.Errorf("upstream saw %d requests, want 5", n)
+	}
+	if n, err := dst.rdb.Exists(ctx, keys...).Result(); err != nil || n != int64(len(keys)) {
+		t.Errorf("%d of the counters %q on the new master (%v)", n, keys, err)
+	}
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }

@@ -156,23 +156,38 @@ func (s *Store) exec(batch []*call, cmds []*redis.Cmd) {
 	s.stats.roundTrips.Add(1)
 	s.stats.calls.Add(int64(len(evals)))
 	cmds = cmds[:len(evals)]
-	run := func(only func(cmd *redis.Cmd) bool) {
-		if len(evals) == 1 {
-			e := &evals[0]
-			cmds[0] = s.rdb.EvalSha(ctx, s.script.sha, e.keys, e.args()...)
-			return
+	// run sends the calls of evals (those whose command only picks, if
+	// not nil): by the script's SHA, or in full.
+	run := func(only func(cmd *redis.Cmd) bool, full bool) {
+		var pipe redis.Pipeliner
+		if len(evals) > 1 {
+			pipe = s.rdb.Pipeline()
 		}
-		pipe := s.rdb.Pipeline()
 		for i, e := range evals {
-			if only == nil || only(cmds[i]) {
-				cmds[i] = pipe.EvalSha(ctx, s.script.sha, e.keys, e.args()...)
+			if only != nil && !only(cmds[i]) {
+				continue
+			}
+			var sc evaler = s.rdb
+			if pipe != nil {
+				sc = pipe
+			}
+			if full {
+				cmds[i] = sc.Eval(ctx, s.script.src, e.keys, e.args()...)
+			} else {
+				cmds[i] = sc.EvalSha(ctx, s.script.sha, e.keys, e.args()...)
 			}
 		}
-		_, _ = pipe.Exec(ctx) // each command carries its own error
+		if pipe != nil {
+			_, _ = pipe.Exec(ctx) // each command carries its own error
+		}
 	}
-	run(nil)
-	if slices.ContainsFunc(cmds, func(cmd *redis.Cmd) bool { return isNoScript(cmd.Err()) }) && s.load(ctx) == nil {
-		run(func(cmd *redis.Cmd) bool { return isNoScript(cmd.Err()) })
+	run(nil, false)
+	if slices.ContainsFunc(cmds, noScript) {
+		// This node has not seen the script (a restart, a new node, a
+		// slot on its way to a node that got no SCRIPT LOAD): send it in
+		// full, which also leaves it in that node's cache.
+		s.stats.loads.Add(1)
+		run(noScript, true)
 	}
 	if s.reload != nil && slices.ContainsFunc(cmds, func(cmd *redis.Cmd) bool { return lostNode(cmd.Err()) }) {
 		s.reload(ctx)
@@ -324,19 +339,7 @@ func isNoScript(err error) bool {
 	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
-// load loads the script into Redis (every master of a cluster).
-func (s *Store) load(ctx context.Context) error {
-	s.stats.loads.Add(1)
-	sha, err := s.rdb.ScriptLoad(ctx, s.script.src).Result()
-	if err != nil {
-		s.logf("redisstore: script load: %v", err)
-		return err
-	}
-	if sha != s.script.sha {
-		s.logf("redisstore: script load: Redis named it %s, not %s", sha, s.script.sha)
-	}
-	return nil
-}
+func noScript(cmd *redis.Cmd) bool { return isNoScript(cmd.Err()) }
 
 // send queues c for a worker.
 func (s *Store) send(ctx context.Context, c *call) error {
@@ -434,8 +437,9 @@ func (s *Store) undoLater(c *call) {
 		ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
 		defer cancel()
 		err := s.rdb.EvalSha(ctx, s.script.sha, u.keys, "U", []byte(u.blob)).Err()
-		if isNoScript(err) && s.load(ctx) == nil {
-			err = s.rdb.EvalSha(ctx, s.script.sha, u.keys, "U", []byte(u.blob)).Err()
+		if isNoScript(err) {
+			s.stats.loads.Add(1)
+			err = s.rdb.Eval(ctx, s.script.src, u.keys, "U", []byte(u.blob)).Err()
 		}
 		s.stats.calls.Add(1)
 		s.stats.roundTrips.Add(1)

@@ -4,11 +4,11 @@
 //
 // # Decisions
 //
-// A decision is made inside one Lua script (store.lua, called by EVALSHA
-// and loaded again on NOSCRIPT) that reads every counter of the request,
-// checks every limit, and charges them all only when every enforced limit
-// passes: the algorithm, the semantics and the Status numbers of
-// limiter/memstore, to the microsecond (limiter/storetest checks both
+// A decision is made inside one Lua script (store.lua, called by EVALSHA,
+// sent in full by EVAL to a node that answers NOSCRIPT) that reads every
+// counter of the request, checks every limit, and charges them all only
+// when every enforced limit passes: the algorithm, the semantics and the
+// Status numbers of limiter/memstore, to the microsecond (limiter/storetest checks both
 // against one reference model). Numbers are integer microseconds, exact
 // in Lua's doubles. Time is the Redis server's TIME, the one clock all
 // replicas share; Options.Now replaces it, for tests only.
@@ -194,9 +194,15 @@ func newScript(src string) *script {
 // rediser lists the go-redis methods the store calls; *redis.Client and
 // *redis.ClusterClient have them.
 type rediser interface {
+	evaler
 	Pipeline() redis.Pipeliner
-	EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd
 	ScriptLoad(ctx context.Context, script string) *redis.StringCmd
+}
+
+// evaler runs scripts: a client, or a pipeline.
+type evaler interface {
+	Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd
+	EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd
 }
 
 // Options configure a Store. Nil or zero values mean the defaults.
@@ -344,7 +350,8 @@ type Stats struct {
 	// Undone is the number of script calls that took charges back:
 	// multi-slot refusals, shadow limits across slots, abandoned calls.
 	Undone int64
-	// ScriptLoads is the number of SCRIPT LOADs after a NOSCRIPT reply.
+	// ScriptLoads is the number of times the script was sent in full
+	// (EVAL) after a NOSCRIPT reply.
 	ScriptLoads int64
 }
 
