@@ -284,3 +284,50 @@ redis: {url: "redis://%s/0"}
 		})
 	}
 }
+
+// TestRedisOutOfMemory: a Redis at its memory limit with noeviction
+// refuses the script's writes (OOM). That is an outage like any other:
+// with failure_mode local every request is answered, from the replica's
+// own limiter, /health says redis is degraded and why, and once memory
+// is freed the proxy is back on Redis, its counters intact.
+func TestRedisOutOfMemory(t *testing.T) {
+	needRedisServer(t)
+	addr, rdb, _ := redisServer(t, append(slices.Clone(noDisk), "--maxmemory-policy", "noeviction")...)
+	in, _, prefix := startOnRedis(t, fmt.Sprintf(`url: "redis://%s/0", timeout: 200ms, failure_mode: local`, addr))
+	ctx := context.Background()
+	if resp, body := call(t, in.proxy+"/m"); resp.StatusCode != 200 {
+		t.Fatalf("before: %d %s", resp.StatusCode, body)
+	}
+	// 4 MiB of ballast, then a memory limit under it: every write is
+	// refused until the limit is lifted.
+	ballast := strings.Repeat("x", 64<<10)
+	for i := range 64 {
+		if err := rdb.Set(ctx, fmt.Sprintf("ballast:%d", i), ballast, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1mb").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if resp, body := call(t, in.proxy+"/m"); resp.StatusCode != 200 {
+			t.Fatalf("request %d while Redis is out of memory: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	if _, body := call(t, in.admin+"/health"); !strings.Contains(body, `"redis":{"status":"degraded"`) || !strings.Contains(body, "OOM") {
+		t.Errorf("health while Redis is out of memory: %s, want redis degraded, saying OOM\n%s", body, in.logs)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "back on Redis", func() bool {
+		if resp, body := call(t, in.proxy+"/m"); resp.StatusCode != 200 {
+			t.Fatalf("after: %d %s", resp.StatusCode, body)
+		}
+		_, body := call(t, in.admin+"/health")
+		return strings.Contains(body, `"redis":{"status":"ok"`)
+	}, in.logs)
+	if keys, err := rdb.Keys(ctx, prefix+"*").Result(); err != nil || len(keys) == 0 {
+		t.Errorf("the limiter's counters in Redis after it recovered: %v, %v", keys, err)
+	}
+}
