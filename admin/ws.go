@@ -306,6 +306,9 @@ type hub struct {
 
 	sent, dropped, violationsDropped atomic.Uint64
 	lost, lostRemote, busDropped     atomic.Uint64 // violations dropped before the fan-out
+
+	// busRetry bounds the pause between attempts to subscribe to the Bus.
+	busRetry struct{ min, max time.Duration }
 }
 
 func newHub(o StreamOptions, checks map[string]Checker, logf func(string, ...any), now func() time.Time) *hub {
@@ -322,6 +325,7 @@ func newHub(o StreamOptions, checks map[string]Checker, logf func(string, ...any
 	}
 	h.cur.Store(new(liveWindow))
 	h.abort, h.abortNow = context.WithCancel(context.Background())
+	h.busRetry.min, h.busRetry.max = time.Second, 30*time.Second
 	return h
 }
 
@@ -680,19 +684,32 @@ func splitEnvelope(env *busEnvelope) [][]byte {
 	return nil // a snapshot or alert never gets this long
 }
 
-// subscribe hears the other replicas until ctx is done.
+// subscribe hears the other replicas until ctx is done. While the Bus
+// cannot be subscribed to (Redis away at start), it tries again after a
+// pause that doubles up to busRetry.max, and logs an error once, not at
+// every attempt; a subscription that held longer than that ends a
+// streak of failures.
 func (h *hub) subscribe(ctx context.Context) {
+	pause, last := h.busRetry.min, ""
 	for {
+		began := time.Now()
 		err := h.o.Bus.Subscribe(ctx, h.heard)
 		if ctx.Err() != nil {
 			return
 		}
-		h.logf("admin: live stream bus: subscribe: %v (retrying in 1s)", err)
+		if time.Since(began) > h.busRetry.max {
+			pause, last = h.busRetry.min, "" // it had been subscribed
+		}
+		if err.Error() != last {
+			last = err.Error()
+			h.logf("admin: live stream bus: subscribe: %v (trying again, at least every %v)", err, h.busRetry.max)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Second):
+		case <-time.After(pause):
 		}
+		pause = min(2*pause, h.busRetry.max)
 	}
 }
 

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http/httptest"
@@ -183,5 +184,74 @@ func TestSplitEnvelope(t *testing.T) {
 	}
 	if violations != 40 || dropped != 4 {
 		t.Errorf("%d violations and %d dropped, want 40 and 4 (3, and the one too long alone)", violations, dropped)
+	}
+}
+
+// flakyBus fails to subscribe with errs, in turn, then holds a
+// subscription until ctx ends; it records when each attempt came.
+type flakyBus struct {
+	LocalBus
+	errs     []error
+	mu       sync.Mutex
+	attempts []time.Time
+}
+
+func (b *flakyBus) Subscribe(ctx context.Context, handle func([]byte)) error {
+	b.mu.Lock()
+	n := len(b.attempts)
+	b.attempts = append(b.attempts, time.Now())
+	b.mu.Unlock()
+	if n < len(b.errs) {
+		return b.errs[n]
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// TestBusRetry: while the Bus cannot be subscribed to, the hub tries
+// again after pauses that double up to a bound, and logs an error once,
+// not at every attempt (Redis away would otherwise log every second).
+func TestBusRetry(t *testing.T) {
+	down := errors.New("dial tcp 127.0.0.1:6379: connect: connection refused")
+	other := errors.New("NOPERM this user has no permissions to access the channel")
+	bus := &flakyBus{errs: []error{down, down, down, down, down, other, other}}
+	var mu sync.Mutex
+	var logs []string
+	h := newHub(StreamOptions{Bus: bus}, nil, func(format string, args ...any) {
+		mu.Lock()
+		logs = append(logs, fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}, time.Now)
+	h.busRetry.min, h.busRetry.max = 5*time.Millisecond, 40*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.subscribe(ctx)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		bus.mu.Lock()
+		n := len(bus.attempts)
+		bus.mu.Unlock()
+		if n == len(bus.errs)+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d attempts to subscribe within 10 s, want %d", n, len(bus.errs)+1)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	// Pauses of at least 5, 10, 20, 40, 40, 40, 40 ms: 195 ms in all at
+	// the least (a sleep may run long, never short).
+	if took := bus.attempts[len(bus.attempts)-1].Sub(bus.attempts[0]); took < 195*time.Millisecond {
+		t.Errorf("%d attempts in %v, want pauses doubling from 5 ms to 40 ms (195 ms at least)", len(bus.attempts), took)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(logs) != 2 || !strings.Contains(logs[0], "connection refused") || !strings.Contains(logs[1], "NOPERM") {
+		t.Errorf("logged %q, want each error once", logs)
 	}
 }
