@@ -159,17 +159,17 @@ func (s *Store) exec(batch []*call, cmds []*redis.Cmd) {
 	// run sends the calls of evals (those whose command only picks, if
 	// not nil): by the script's SHA, or in full.
 	run := func(only func(cmd *redis.Cmd) bool, full bool) {
-		var pipe redis.Pipeliner
+		var (
+			pipe redis.Pipeliner
+			sc   evaler = s.rdb
+		)
 		if len(evals) > 1 {
 			pipe = s.rdb.Pipeline()
+			sc = pipe
 		}
 		for i, e := range evals {
 			if only != nil && !only(cmds[i]) {
 				continue
-			}
-			var sc evaler = s.rdb
-			if pipe != nil {
-				sc = pipe
 			}
 			if full {
 				cmds[i] = sc.Eval(ctx, s.script.src, e.keys, e.args()...)
