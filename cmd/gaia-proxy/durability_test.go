@@ -226,77 +226,64 @@ func TestCrashKeepsQuotaExact(t *testing.T) {
 	}
 }
 
-// privateRedis starts a redis-server of the test's own, which it may flush.
-func privateRedis(t *testing.T) string {
-	t.Helper()
-	testenv.RedisURL(t) // the same gate as every Redis test
-	addr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("redis-server: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for rdb.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("redis-server did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return addr
-}
-
-// TestRedisLossRehydrates flushes Redis mid-run: quota counters reload
-// from the ledger, so the quota is not reset, and at most one flush
-// interval's usage is lost.
+// TestRedisLossRehydrates loses Redis's data mid-run, flushed or with
+// Redis restarted (connections cut, scripts forgotten too): quota
+// counters reload from the ledger, so the quota is not reset, and at
+// most one flush interval's usage is lost.
 func TestRedisLossRehydrates(t *testing.T) {
-	addr := privateRedis(t)
-	dbURL := testenv.Schema(t)
-	const quota = 300
-	const flush = 200 * time.Millisecond
-	up := newUpstream(t)
-	file := durableFile(t, up, "127.0.0.1:0", "redis://"+addr+"/0", dbURL, flush.String(), quota)
-	in := startMigrated(t, file)
+	for _, loss := range []string{"flushed", "restarted"} {
+		t.Run(loss, func(t *testing.T) {
+			testenv.RedisURL(t) // the same gate as every Redis test
+			addr, rdb, proc := redisServer(t, noDisk...)
+			dbURL := testenv.Schema(t)
+			const quota = 300
+			const flush = 200 * time.Millisecond
+			up := newUpstream(t)
+			file := durableFile(t, up, "127.0.0.1:0", "redis://"+addr+"/0", dbURL, flush.String(), quota)
+			in := startMigrated(t, file)
 
-	// A paced load: 100 requests a second, so one flush interval holds
-	// about 20 admissions.
-	const rate = 100
-	tick := time.NewTicker(time.Second / rate)
-	defer tick.Stop()
-	send := func() int {
-		<-tick.C
-		resp, _ := call(t, in.proxy+"/r", "X-API-Key: key-k")
-		return resp.StatusCode
-	}
-	for len(up.arrived("key:k")) < quota/2 {
-		if s := send(); s != 200 {
-			t.Fatalf("before the loss: %d", s)
-		}
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
-		t.Fatal(err)
-	}
-	refused := 0
-	for refused < 10 {
-		switch s := send(); s {
-		case 429:
-			refused++
-		case 200:
-		default:
-			t.Fatalf("after the loss: %d", s)
-		}
-	}
-	got := len(up.arrived("key:k"))
-	lost := got - quota
-	perFlush := int(rate * flush / time.Second)
-	t.Logf("admitted %d of a quota of %d: %d lost with Redis (one flush interval holds about %d)", got, quota, lost, perFlush)
-	if lost < 0 || lost > 2*perFlush {
-		t.Errorf("admitted %d for a quota of %d: lost %d, want between 0 and %d (one flush interval, with margin)", got, quota, lost, 2*perFlush)
+			// A paced load: 100 requests a second, so one flush interval
+			// holds about 20 admissions.
+			const rate = 100
+			tick := time.NewTicker(time.Second / rate)
+			defer tick.Stop()
+			send := func() int {
+				<-tick.C
+				resp, _ := call(t, in.proxy+"/r", "X-API-Key: key-k")
+				return resp.StatusCode
+			}
+			for len(up.arrived("key:k")) < quota/2 {
+				if s := send(); s != 200 {
+					t.Fatalf("before the loss: %d", s)
+				}
+			}
+			if loss == "flushed" {
+				if err := rdb.FlushDB(context.Background()).Err(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				proc.Kill()
+				proc.Wait()
+				redisServerWith(t, redis.Options{Addr: addr}, noDisk...)
+			}
+			refused := 0
+			for refused < 10 {
+				switch s := send(); s {
+				case 429:
+					refused++
+				case 200:
+				default:
+					t.Fatalf("after the loss: %d", s)
+				}
+			}
+			got := len(up.arrived("key:k"))
+			lost := got - quota
+			perFlush := int(rate * flush / time.Second)
+			t.Logf("admitted %d of a quota of %d: %d lost with Redis (one flush interval holds about %d)", got, quota, lost, perFlush)
+			if lost < 0 || lost > 2*perFlush {
+				t.Errorf("admitted %d for a quota of %d: lost %d, want between 0 and %d (one flush interval, with margin)", got, quota, lost, 2*perFlush)
+			}
+		})
 	}
 }
 

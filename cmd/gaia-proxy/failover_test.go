@@ -26,12 +26,16 @@ func redisServer(t *testing.T, args ...string) (string, *redis.Client, *os.Proce
 	return redisServerWith(t, redis.Options{}, args...)
 }
 
-// redisServerWith is redisServer with a client of options opt (its Addr
-// set here). With opt.TLSConfig the server takes TLS connections alone,
-// with the certificates that args name.
+// redisServerWith is redisServer with a client of options opt. The
+// server listens on opt.Addr, or a free port when it is empty; with
+// opt.TLSConfig it takes TLS connections alone, with the certificates
+// that args name.
 func redisServerWith(t *testing.T, opt redis.Options, args ...string) (string, *redis.Client, *os.Process) {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := opt.Addr
+	if addr == "" {
+		addr = freeAddr(t)
+	}
 	_, port, _ := net.SplitHostPort(addr)
 	listen := []string{"--port", port}
 	if opt.TLSConfig != nil {
