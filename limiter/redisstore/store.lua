@@ -212,7 +212,7 @@ if op == 'D' then
   local m, np, rslack, qslack = V[1], V[2], V[3], V[4]
 
   -- Where each plan starts in V.
-  local P = {}
+  local P = { 0 } -- tables are made at a typical size: see O below
   local j = 5
   for p = 1, np do
     local no, nq, nl, nw = V[j], V[j + 1], V[j + 2], V[j + 3]
@@ -220,18 +220,18 @@ if op == 'D' then
     j = j + 5 + 4 * no + 3 * nw + 5 * nq + 3 * nl
   end
 
-  local R, nr, RF, nrf = {}, 0, {}, 0
+  local R, nr, RF, nrf = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 0, { '', '' }, 0
   -- Per owner of the request being decided, a table: its pack arguments
   -- (array part) and fields k (key), s (string), h (headers), na
   -- (arguments), code (history tokens, base 10: 1 a string, 1+cw a
   -- pair), leave (when its newest bucket leaves), he (where the
   -- histories of other requests' windows start).
-  local O = {}
+  local O = { false, false }
   -- Per window: total before the request.
-  local Wt = {}
+  local Wt = { 0, 0, 0, 0 }
   -- Per quota counter: key, end, used (false: missing), seq, whether it
   -- has its end, the first counter with its key.
-  local Qk, Qe, Qu, Qs, Qh, Qsame = {}, {}, {}, {}, {}, {}
+  local Qk, Qe, Qu, Qs, Qh, Qsame = { 0, 0 }, { 0, 0 }, { 0, 0 }, { 0, 0 }, { 0, 0 }, { 0, 0 }
   local FC = {} -- pack formats, by owner and history tokens
 
   -- relayout rewrites window string s for a request whose n windows have
@@ -471,7 +471,14 @@ if op == 'D' then
       end
       local A = O[o]
       if not A then
-        A = {}
+        -- Made at its size (three windows' pack arguments, and the
+        -- fields): a table grown key by key is rehashed at every power
+        -- of two. With the other tables of a call made at a typical
+        -- size too, a lone decision costs Redis 8% fewer instructions
+        -- (226,000 -> 208,000; 2% at 30 a call).
+        A = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+          k = false, s = false, h = false, na = 0, code = 0, leave = 0, he = 0, nt = 0,
+          T = { 0, 0, 0, 0, 0, 0, 0, 0 } }
         O[o] = A
       end
       A.k, A.s, A.h = k, s, H
@@ -629,11 +636,11 @@ if op == 'D' then
           local key = nt <= 8 and code + 1e8 * ((o * 256 + pl) * 2 + (xn > 0 and 1 or 0))
           local f = key and FC[key]
           if not f then
-            local toks, T = {}, A.T
+            local toks, T = { '', '', '', '', '', '', '', '' }, A.T
             for z = 1, nt do
               toks[z] = T[z] == 1 and 'c0' or PT[T[z] - 1]
             end
-            f = V[os + 3] .. (xn > 0 and 'c0' or '') .. concat(toks)
+            f = V[os + 3] .. (xn > 0 and 'c0' or '') .. concat(toks, '', 1, nt)
             if key then
               FC[key] = f
             end
