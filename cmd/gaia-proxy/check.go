@@ -10,7 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/gaia-proxy/gaia-proxy/config"
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/limiter/redisstore"
 	"github.com/gaia-proxy/gaia-proxy/migrations"
 )
 
@@ -95,7 +99,10 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		line("redis", nil, "not configured: in-process limiter")
 	default:
 		err := rdb.Ping(ctx).Err()
-		detail := "reachable"
+		if err == nil {
+			err = decideOnce(ctx, rdb, cfg.Redis.KeyPrefix)
+		}
+		detail := "reachable, decides"
 		if w := evictionWarning(ctx, rdb); err == nil && w != "" {
 			detail += "; warning: " + w
 		}
@@ -129,6 +136,22 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	line("upstream", upErr, cfg.Upstream+" accepts connections")
 	if failed > 0 {
 		return fmt.Errorf("check: %d check(s) failed", failed)
+	}
+	return nil
+}
+
+// decideOnce makes one real decision on Redis, as the proxy will: it
+// runs the limiter's script (sent in full if Redis lacks it), which
+// reads and writes a counter under prefix, so that a Redis user without
+// the rights to do so (ACL: EVALSHA, EVAL, TIME, MGET, SET, keys under
+// the prefix) fails here rather than on the first request. The counter,
+// "{gaia-check}check", expires within seconds.
+func decideOnce(ctx context.Context, rdb redis.UniversalClient, prefix string) error {
+	rs := redisstore.New(rdb, &redisstore.Options{Prefix: prefix, Logf: func(string, ...any) {}})
+	defer rs.Close()
+	l := limiter.Limit{Name: "check", Key: "{gaia-check}check", Limit: 1 << 40, Window: time.Second}
+	if _, err := rs.Decide(ctx, []limiter.Limit{l}, 1); err != nil {
+		return fmt.Errorf("reachable, but a decision failed: %w", err)
 	}
 	return nil
 }

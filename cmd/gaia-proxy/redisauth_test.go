@@ -331,3 +331,45 @@ func TestRedisOutOfMemory(t *testing.T) {
 		t.Errorf("the limiter's counters in Redis after it recovered: %v, %v", keys, err)
 	}
 }
+
+// TestCheckRedisRights: `gaia-proxy check` makes one real decision, so
+// a Redis user (ACL) that may connect but not run the limiter's script,
+// or not on the keys under the prefix, fails the check, named, instead
+// of the first request.
+func TestCheckRedisRights(t *testing.T) {
+	needRedisServer(t)
+	addr, rdb, _ := redisServer(t, noDisk...)
+	ctx := context.Background()
+	for _, acl := range [][]any{
+		{"ACL", "SETUSER", "gaia", "on", ">" + password, "+@all", "~gaia:*"},
+		{"ACL", "SETUSER", "noscripts", "on", ">" + password, "+ping", "+hello", "+auth", "+client", "~*"},
+		{"ACL", "SETUSER", "otherkeys", "on", ">" + password, "+@all", "~other:*"},
+	} {
+		if err := rdb.Do(ctx, acl...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	up := newUpstream(t)
+	dir := t.TempDir()
+	for _, tc := range []struct{ user, want string }{
+		{"gaia", "ok    redis      reachable, decides"},
+		{"noscripts", "NOPERM"},
+		{"otherkeys", "NOPERM"},
+	} {
+		t.Run(tc.user, func(t *testing.T) {
+			file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), fmt.Sprintf(`
+upstream: {{UPSTREAM}}
+data_dir: {{DATA}}
+redis: {url: "redis://%s/0", username: %s, password: %q, timeout: 500ms}
+`, addr, tc.user, password), up.URL, dir)
+			var out bytes.Buffer
+			err := run(ctx, []string{"check", "--config", file}, nil, &out, &out)
+			if !strings.Contains(out.String(), tc.want) {
+				t.Errorf("check said:\n%s\nwant %q in it", out.String(), tc.want)
+			}
+			if ok := strings.HasPrefix(tc.want, "ok"); (err == nil) != ok {
+				t.Errorf("check returned %v, want success %v", err, ok)
+			}
+		})
+	}
+}
