@@ -266,7 +266,7 @@ func (l *redisLog) Printf(_ context.Context, format string, args ...any) {
 	l.mu.Unlock()
 	msg := fmt.Sprintf(format, args...)
 	if held > 0 {
-		msg += fmt.Sprintf(" (and %d more like it in the last %v)", held, l.quiet)
+		msg += fmt.Sprintf(" (and %d more like it since the last one shown)", held)
 	}
 	l.logf("redis client: %s", msg)
 }

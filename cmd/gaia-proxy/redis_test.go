@@ -421,7 +421,7 @@ func TestRedisLog(t *testing.T) {
 	want := []string{
 		"redis client: redis: connection pool: failed to dial after 5 attempts: connection refused",
 		`redis client: sentinel: new master="gaia"`,
-		"redis client: redis: connection pool: failed to dial after 5 attempts: connection refused (and 4 more like it in the last 10s)",
+		"redis client: redis: connection pool: failed to dial after 5 attempts: connection refused (and 4 more like it since the last one shown)",
 	}
 	if !slices.Equal(lines, want) {
 		t.Errorf("got lines\n%q\nwant\n%q", lines, want)
