@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"sync"
@@ -684,11 +685,11 @@ func splitEnvelope(env *busEnvelope) [][]byte {
 	return nil // a snapshot or alert never gets this long
 }
 
-// subscribe hears the other replicas until ctx is done. While the Bus
-// cannot be subscribed to (Redis away at start), it tries again after a
-// pause that doubles up to busRetry.max, and logs an error once, not at
-// every attempt; a subscription that held longer than that ends a
-// streak of failures.
+// subscribe hears the other replicas until ctx is done. A Bus rides out
+// outages by itself; when its Subscribe gives up all the same, this
+// tries again after a pause that doubles up to busRetry.max, and logs
+// an error once, not at every attempt; a subscription that held longer
+// than that ends a streak of failures.
 func (h *hub) subscribe(ctx context.Context) {
 	pause, last := h.busRetry.min, ""
 	for {
@@ -700,8 +701,8 @@ func (h *hub) subscribe(ctx context.Context) {
 		if time.Since(began) > h.busRetry.max {
 			pause, last = h.busRetry.min, "" // it had been subscribed
 		}
-		if err.Error() != last {
-			last = err.Error()
+		if msg := fmt.Sprint(err); msg != last {
+			last = msg
 			h.logf("admin: live stream bus: subscribe: %v (trying again, at least every %v)", err, h.busRetry.max)
 		}
 		select {

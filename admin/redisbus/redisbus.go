@@ -5,6 +5,8 @@ package redisbus
 import (
 	"context"
 	"fmt"
+	"log"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -26,7 +28,13 @@ type rediser interface {
 type Bus struct {
 	rdb     rediser
 	channel string
+	// Logf receives one line when Subscribe finds Redis away and one
+	// when it subscribes after all; nil means log.Printf.
+	Logf func(format string, args ...any)
 }
+
+// retry is how long Subscribe waits between attempts while Redis is away.
+const retry = time.Second
 
 var _ admin.Bus = (*Bus)(nil)
 
@@ -49,17 +57,31 @@ func (b *Bus) Publish(ctx context.Context, msg []byte) error {
 }
 
 // Subscribe calls handle with every message of the channel until ctx is
-// done. It returns an error when the first subscription fails; once
-// subscribed, go-redis reconnects and resubscribes by itself after a
-// lost connection (messages sent meanwhile are lost).
+// done. While Redis is away it tries again every retry (logging the
+// outage once); once subscribed, go-redis reconnects and resubscribes by
+// itself after a lost connection (messages sent meanwhile are lost).
 func (b *Bus) Subscribe(ctx context.Context, handle func([]byte)) error {
 	ps := b.rdb.Subscribe(ctx, b.channel)
 	defer ps.Close()
-	if _, err := ps.Receive(ctx); err != nil {
-		if ctx.Err() != nil {
+	for failing := false; ; {
+		_, err := ps.Receive(ctx) // go-redis dials and subscribes anew
+		switch {
+		case ctx.Err() != nil:
 			return nil
+		case err == nil && failing:
+			b.logf("redisbus: subscribed to %q", b.channel)
+		case err != nil && !failing:
+			failing = true
+			b.logf("redisbus: subscribe to %q: %v (retrying every %s)", b.channel, err, retry)
 		}
-		return fmt.Errorf("redisbus: subscribe to %q: %w", b.channel, err)
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry):
+		}
 	}
 	ch := ps.Channel()
 	for {
@@ -73,4 +95,12 @@ func (b *Bus) Subscribe(ctx context.Context, handle func([]byte)) error {
 			handle([]byte(m.Payload))
 		}
 	}
+}
+
+func (b *Bus) logf(format string, args ...any) {
+	if b.Logf != nil {
+		b.Logf(format, args...)
+		return
+	}
+	log.Printf(format, args...)
 }

@@ -391,7 +391,9 @@ func routeNames(cfg *config.Config) []string {
 func liveBus(cfg *config.Config, hot *hotPath, led *ledger, logf func(string, ...any)) admin.Bus {
 	switch {
 	case hot.rdb != nil:
-		return redisbus.New(hot.rdb, cfg.Redis.KeyPrefix+"live")
+		b := redisbus.New(hot.rdb, cfg.Redis.KeyPrefix+"live")
+		b.Logf = logf
+		return b
 	case led.pool != nil:
 		b := pgbus.New(led.pool)
 		b.Logf = logf
