@@ -8,10 +8,11 @@
 // sent in full by EVAL to a node that answers NOSCRIPT) that reads every
 // counter of the request, checks every limit, and charges them all only
 // when every enforced limit passes: the algorithm, the semantics and the
-// Status numbers of limiter/memstore, to the microsecond (limiter/storetest checks both
-// against one reference model). Numbers are integer microseconds, exact
-// in Lua's doubles. Time is the Redis server's TIME, the one clock all
-// replicas share; Options.Now replaces it, for tests only.
+// Status numbers of limiter/memstore, to the microsecond
+// (limiter/storetest checks both against one reference model). Numbers
+// are integer microseconds, exact in Lua's doubles. Time is the Redis
+// server's TIME, the one clock all replicas share; Options.Now replaces
+// it, for tests only.
 //
 // # Data layout
 //

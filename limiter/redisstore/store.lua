@@ -270,10 +270,6 @@ if op == 'D' then
   local function plan(y0, n, wb, s, H, A, t, cost, C, report)
     local na, code, leave, nt = 6 + 4 * n, 0, 0, 0
     local T = A.T -- the history tokens; code holds them too, exactly up to 15
-    if not T then
-      T = {}
-      A.T = T
-    end
     local from, to = 0, -1 -- pending run of s to copy
     local hp = H and H[4 * n + 4] + 32 * H[1]
     local hi, ws = 0, wb + 3 * y0
