@@ -7,7 +7,8 @@
 #   CALLERS=64 bench/redis-instructions.sh
 #
 # For each benchmark (BenchmarkDecide: 3 rate windows and a quota per
-# decision; BenchmarkRedisRate: one limit) it runs a redis-server under
+# decision; BenchmarkDecideOne: one rate window, like for like with
+# BenchmarkRedisRate: one limit) it runs a redis-server under
 # valgrind's callgrind twice, for N1 and N2 decisions, and divides the
 # difference in instructions by N2-N1, so that start-up, seeding and
 # warm-up cancel out. It counts user-space instructions of redis-server
@@ -51,12 +52,12 @@ instructions() {
 }
 
 declare -A per calls
-for b in Decide RedisRate; do
+for b in Decide DecideOne RedisRate; do
   read -r i1 c1 < <(instructions "$b" "$N1")
   read -r i2 c2 < <(instructions "$b" "$N2")
   per[$b]=$(( (i2 - i1) / (N2 - N1) ))
   calls[$b]=$(awk -v c=$((c2 - c1)) -v n=$((N2 - N1)) 'BEGIN {printf "%.1f", n / c}')
   printf '%-10s %8d instructions per decision in Redis, %s decisions per script call\n' "$b" "${per[$b]}" "${calls[$b]}"
 done
-awk -v d="${per[Decide]}" -v r="${per[RedisRate]}" -v c="$CALLERS" \
-  'BEGIN {printf "callers=%d: the store (3 windows and a quota) costs Redis %.2f times the instructions of one redis_rate Allow\n", c, d / r}'
+awk -v d="${per[Decide]}" -v o="${per[DecideOne]}" -v r="${per[RedisRate]}" -v c="$CALLERS" \
+  'BEGIN {printf "callers=%d: per decision the store costs Redis %.2f times the instructions of one redis_rate Allow with 3 windows and a quota, %.2f with one window\n", c, d / r, o / r}'

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/internal/logquiet"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
@@ -57,9 +58,14 @@ type Proxy struct {
 	observe  func(quota.Event)
 	upstream func(route string, status int, took time.Duration)
 	logf     func(format string, args ...any)
+	quiet    *logquiet.Log // errors that repeat per request
 	now      func() time.Time
 	handler  http.Handler
 }
+
+// errorQuiet is how often one kind of per-request error (a dead upstream,
+// a dead limiter) reaches the log.
+const errorQuiet = 10 * time.Second
 
 // New returns a Proxy forwarding to up, limiting with d.
 func New(up *url.URL, d Decider, s *Settings, o *Options) *Proxy {
@@ -73,6 +79,7 @@ func New(up *url.URL, d Decider, s *Settings, o *Options) *Proxy {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.quiet = logquiet.New(p.logf, errorQuiet, p.now)
 	p.settings.Store(s)
 	timeout := o.UpstreamTimeout
 	if timeout <= 0 {
@@ -236,7 +243,7 @@ func (p *Proxy) refund(ctx context.Context, x *exchange) {
 		return
 	}
 	if err := p.decider.Refund(ctx, &x.decision, x.cost); err != nil {
-		p.logf("proxy: refund for %s: %v", x.subject.ID, err)
+		p.quiet.Logf("refund", "proxy: refund for %s: %v", x.subject.ID, err)
 	}
 }
 
@@ -247,10 +254,12 @@ type errorBody struct {
 }
 
 // fail answers an error of the proxy's own. The client sees code and
-// message; err, with details, goes to the log only.
+// message; err, with details, goes to the log only, at most once per
+// code every errorQuiet: when the upstream or the limiter is down, every
+// request fails alike.
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string, err error) {
 	if err != nil {
-		p.logf("proxy: %s %s: %s: %v", r.Method, r.URL.Path, code, err)
+		p.quiet.Logf(code, "proxy: %s %s: %s: %v", r.Method, r.URL.Path, code, err)
 	}
 	writeJSON(w, status, errorBody{Error: code, Message: msg})
 }

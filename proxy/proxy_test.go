@@ -389,6 +389,38 @@ func TestUpstreamErrors(t *testing.T) {
 	}
 }
 
+// TestErrorLogQuiet: a dead upstream fails every request; the log gets
+// one line per errorQuiet, then one saying how many were held back.
+func TestErrorLogQuiet(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		lines []string
+		clock atomic.Int64
+	)
+	logf := func(f string, a ...any) { mu.Lock(); lines = append(lines, fmt.Sprintf(f, a...)); mu.Unlock() }
+	start := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	now := func() time.Time { return start.Add(time.Duration(clock.Load())) }
+	dead := httptest.NewServer(http.NotFoundHandler())
+	u, _ := url.Parse(dead.URL)
+	dead.Close()
+	p := New(u, &fakeDecider{decide: allowAll}, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{Logf: logf, Now: now})
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	for range 20 {
+		if resp, body := get(t, srv.URL+"/x", nil); resp.StatusCode != 502 {
+			t.Fatalf("dead upstream: %d %s", resp.StatusCode, body)
+		}
+	}
+	clock.Add(int64(errorQuiet))
+	get(t, srv.URL+"/y", nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lines) != 2 || !strings.Contains(lines[0], "GET /x: upstream_unavailable") ||
+		!strings.Contains(lines[1], "GET /y: upstream_unavailable") || !strings.HasSuffix(lines[1], "(and 19 more like it since the last one shown)") {
+		t.Errorf("logged %d lines, want 2 (the first, then one with the 19 held back):\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+}
+
 func TestRefundOnUpstreamFailure(t *testing.T) {
 	d := &fakeDecider{decide: allowAll}
 	srv := newTestProxy(t, &upstreamRecorder{}, d, nil)

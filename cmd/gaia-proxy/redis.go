@@ -13,6 +13,7 @@ import (
 
 	"github.com/gaia-proxy/gaia-proxy/admin"
 	"github.com/gaia-proxy/gaia-proxy/config"
+	"github.com/gaia-proxy/gaia-proxy/internal/logquiet"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/limiter/memstore"
 	"github.com/gaia-proxy/gaia-proxy/limiter/redisstore"
@@ -219,54 +220,16 @@ func redisTLS(c config.TLS, on bool) (*tls.Config, error) {
 
 // redisLog takes go-redis's own log lines (failed dials, Sentinel
 // switching masters) into gaia-proxy's log, as "redis client: ...", at
-// most one line per kind (go-redis's format string) every quiet period,
-// saying how many more were held back: while Redis is away go-redis
-// logs every failed dial, and the limiter already logs each transition.
-type redisLog struct {
-	logf  func(format string, args ...any)
-	quiet time.Duration
-	now   func() time.Time
-
-	mu    sync.Mutex
-	kinds map[string]*logKind
-}
-
-type logKind struct {
-	last time.Time
-	held int
-}
-
-// maxLogKinds bounds redisLog's memory should go-redis ever log with
-// formats of its making.
-const maxLogKinds = 64
+// most one line per kind (go-redis's format string) every 10 s: while
+// Redis is away go-redis logs every failed dial, and the limiter already
+// logs each transition.
+type redisLog struct{ log *logquiet.Log }
 
 func newRedisLog(logf func(format string, args ...any)) *redisLog {
-	return &redisLog{logf: logf, quiet: 10 * time.Second, now: time.Now, kinds: map[string]*logKind{}}
+	return &redisLog{logquiet.New(logf, 10*time.Second, nil)}
 }
 
 // Printf implements go-redis's logger.
 func (l *redisLog) Printf(_ context.Context, format string, args ...any) {
-	l.mu.Lock()
-	k := l.kinds[format]
-	if k == nil {
-		if len(l.kinds) >= maxLogKinds {
-			clear(l.kinds)
-		}
-		k = &logKind{}
-		l.kinds[format] = k
-	}
-	now := l.now()
-	if !k.last.IsZero() && now.Sub(k.last) < l.quiet {
-		k.held++
-		l.mu.Unlock()
-		return
-	}
-	held := k.held
-	k.last, k.held = now, 0
-	l.mu.Unlock()
-	msg := fmt.Sprintf(format, args...)
-	if held > 0 {
-		msg += fmt.Sprintf(" (and %d more like it since the last one shown)", held)
-	}
-	l.logf("redis client: %s", msg)
+	l.log.Logf(format, "redis client: "+format, args...)
 }

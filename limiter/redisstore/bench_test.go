@@ -193,10 +193,23 @@ func runCallers(b *testing.B, rdb *redis.Client, callers int, f func(i int) erro
 	b.ReportMetric(n/float64(after.calls-before.calls), "decisions/call")
 }
 
+// oneLimit returns one rate window of subject i, the work of one
+// redis_rate Allow: the like-for-like comparison.
+func oneLimit(i int) []limiter.Limit {
+	id := strconv.Itoa(i)
+	return []limiter.Limit{{Name: "pro-1s", Key: "{user:u" + id + "}key:k" + id + "/r1s", Limit: 1e9, Window: time.Second}}
+}
+
 // BenchmarkDecide decides realistic requests (3 rate windows and a
 // quota) of 1000 subjects through a Limiter. GAIA_BENCH_WORKERS sets
 // Options.Workers.
-func BenchmarkDecide(b *testing.B) {
+func BenchmarkDecide(b *testing.B) { benchDecide(b, realistic) }
+
+// BenchmarkDecideOne decides requests of one rate window each, as
+// BenchmarkRedisRate does.
+func BenchmarkDecideOne(b *testing.B) { benchDecide(b, oneLimit) }
+
+func benchDecide(b *testing.B, limits func(i int) []limiter.Limit) {
 	rdb := testenv.Redis(b)
 	for _, callers := range benchCallers {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
@@ -207,7 +220,7 @@ func BenchmarkDecide(b *testing.B) {
 			ctx := context.Background()
 			subjects := make([][]limiter.Limit, benchSubjects)
 			for i := range subjects {
-				subjects[i] = realistic(i)
+				subjects[i] = limits(i)
 				if _, err := lim.Decide(ctx, subjects[i], 1); err != nil { // seeds the quota
 					b.Fatal(err)
 				}
