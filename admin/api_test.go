@@ -45,9 +45,9 @@ type backend interface {
 // embedded one always, PostgreSQL when GAIA_TEST_DATABASE_URL is set.
 var backends = []struct {
 	name string
-	open func(t *testing.T) backend
+	open func(t testing.TB) backend
 }{
-	{"bolt", func(t *testing.T) backend {
+	{"bolt", func(t testing.TB) backend {
 		s, err := boltstore.Open(filepath.Join(t.TempDir(), "gaia.db"))
 		if err != nil {
 			t.Fatal(err)
@@ -55,7 +55,7 @@ var backends = []struct {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}},
-	{"postgres", func(t *testing.T) backend {
+	{"postgres", func(t testing.TB) backend {
 		pool := testenv.Pool(t)
 		if _, err := migrations.Apply(context.Background(), pool); err != nil {
 			t.Fatal(err)
@@ -69,12 +69,12 @@ var backends = []struct {
 // call returns a new, empty store (on Redis, under a new key prefix).
 var hotPaths = []struct {
 	name string
-	open func(t *testing.T, clock *storetest.Clock) func() limiter.Store
+	open func(t testing.TB, clock *storetest.Clock) func() limiter.Store
 }{
-	{"memstore", func(t *testing.T, clock *storetest.Clock) func() limiter.Store {
+	{"memstore", func(t testing.TB, clock *storetest.Clock) func() limiter.Store {
 		return func() limiter.Store { return memstore.New(clock.Now) }
 	}},
-	{"redis", func(t *testing.T, clock *storetest.Clock) func() limiter.Store {
+	{"redis", func(t testing.TB, clock *storetest.Clock) func() limiter.Store {
 		rdb := testenv.Redis(t)
 		return func() limiter.Store {
 			prefix := testenv.Prefix(t)
@@ -147,7 +147,7 @@ func policyConfig() limiter.PolicyConfig {
 // hot path whose quota usage goes to that store through a Recorder, as
 // gaia-proxy wires them.
 type apiEnv struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	clock    *storetest.Clock
 	store    backend
@@ -170,7 +170,7 @@ func newAPI(t *testing.T, store backend, token string) *apiEnv {
 
 // newAPIOn returns an apiEnv on store and a hot path made by hot,
 // reading time from clock.
-func newAPIOn(t *testing.T, store backend, hot func() limiter.Store, clock *storetest.Clock, token string) *apiEnv {
+func newAPIOn(t testing.TB, store backend, hot func() limiter.Store, clock *storetest.Clock, token string) *apiEnv {
 	t.Helper()
 	e := &apiEnv{t: t, ctx: context.Background(), clock: clock, store: store, hot: hot}
 	e.recorder = quota.NewRecorder(store, &quota.RecorderOptions{Now: e.clock.Now, Logf: t.Logf})
@@ -214,7 +214,7 @@ type response struct {
 }
 
 // decode decodes the body into v, failing the test if it is not JSON.
-func (r response) decode(t *testing.T, v any) {
+func (r response) decode(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.Body, v); err != nil {
 		t.Fatalf("body is not JSON (%v): %s", err, r.Body)
@@ -268,7 +268,7 @@ func (e *apiEnv) post(target string, body any) response {
 }
 
 // want checks the status of r, and returns r.
-func want(t *testing.T, r response, code int) response {
+func want(t testing.TB, r response, code int) response {
 	t.Helper()
 	if r.Code != code {
 		t.Fatalf("status %d, want %d; body %s", r.Code, code, r.Body)
@@ -281,7 +281,7 @@ func want(t *testing.T, r response, code int) response {
 
 // wantError checks that r is the JSON error code with a message
 // containing msg.
-func wantError(t *testing.T, r response, status int, code, msg string) {
+func wantError(t testing.TB, r response, status int, code, msg string) {
 	t.Helper()
 	want(t, r, status)
 	var e apiErr

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"golang.org/x/sync/errgroup"
 )
 
 // usageView is one subject's usage, read from the hot path.
@@ -56,6 +57,10 @@ type usageList struct {
 
 // maxCandidates bounds the ledger counters the usage list ranks.
 const maxCandidates = 1000
+
+// usageReaders is how many subjects the usage list reads from the hot
+// path at once.
+var usageReaders = 32
 
 // getUsage answers GET /api/admin/quotas/usage[?subject=S]: one
 // subject's usage, or a page of the subjects using the most of a quota.
@@ -174,7 +179,7 @@ func (s *Server) rankUsage(ctx context.Context, pol *limiter.Policy, limit int, 
 		return usageList{}, internal("reading the usage ledger", err)
 	}
 	seen := map[string]bool{}
-	var views []usageView
+	var subs []limiter.Subject
 	for _, v := range values {
 		id := counterSubject(v.Key)
 		if seen[id] {
@@ -185,11 +190,22 @@ func (s *Server) rankUsage(ctx context.Context, pol *limiter.Policy, limit int, 
 		if err != nil {
 			continue // the global counter, or a key no longer configured
 		}
-		uv, err := s.usageOf(ctx, pol, sub)
-		if err != nil {
-			return usageList{}, err
-		}
-		views = append(views, uv)
+		subs = append(subs, sub)
+	}
+	// Read them side by side: a hot path on Redis answers concurrent
+	// reads in shared round trips, where one after the other each would
+	// wait for its own.
+	views := make([]usageView, len(subs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(usageReaders)
+	for i, sub := range subs {
+		g.Go(func() (err error) {
+			views[i], err = s.usageOf(gctx, pol, sub)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return usageList{}, err
 	}
 	slices.SortFunc(views, func(a, b usageView) int {
 		return cmp.Or(cmp.Compare(b.fullest, a.fullest), strings.Compare(a.Subject, b.Subject))

@@ -2,12 +2,15 @@ package admin_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/admin"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/limiter/storetest"
 )
 
 // usageBody is the shape of one subject's usage.
@@ -222,4 +225,32 @@ func TestReset(t *testing.T) {
 			t.Errorf("refused resets were audited: %d entries", n)
 		}
 	})
+}
+
+// BenchmarkUsageList: a page of the usage list when 1000 subjects use a
+// quota, each read from the hot path, one after the other (readers=1,
+// as before) and side by side (readers=32, as served). On Redis the
+// concurrent reads share round trips.
+func BenchmarkUsageList(b *testing.B) {
+	for _, h := range hotPaths {
+		for _, readers := range []int{1, 32} {
+			b.Run(fmt.Sprintf("%s/readers=%d", h.name, readers), func(b *testing.B) {
+				defer admin.SetUsageReaders(readers)()
+				clock := storetest.NewClock(t0)
+				e := newAPIOn(b, backends[0].open(b), h.open(b, clock), clock, "")
+				for i := range 1000 {
+					e.requests(fmt.Sprintf("ip:10.0.%d.%d", i/256, i%256), 1+i%5) // the anonymous plan admits 5 a second
+				}
+				e.flush()
+				b.ResetTimer()
+				for b.Loop() {
+					var l usageListBody
+					want(b, e.get("/api/admin/quotas/usage?limit=50"), http.StatusOK).decode(b, &l)
+					if len(l.Subjects) != 50 || l.Subjects[0].Quota[0].Used != 5 {
+						b.Fatalf("page: %d subjects, the first %+v", len(l.Subjects), l.Subjects[0])
+					}
+				}
+			})
+		}
+	}
 }
