@@ -181,8 +181,8 @@ func (s *Server) rankUsage(ctx context.Context, pol *limiter.Policy, limit int, 
 	seen := map[string]bool{}
 	var subs []limiter.Subject
 	for _, v := range values {
-		id := counterSubject(v.Key)
-		if seen[id] {
+		id, ok := pol.CounterSubject(v.Key)
+		if !ok || seen[id] {
 			continue
 		}
 		seen[id] = true
@@ -256,20 +256,6 @@ func periodsStart(cfg limiter.PolicyConfig, now time.Time) (time.Time, bool) {
 		add(r.Limits)
 	}
 	return since, !since.IsZero()
-}
-
-// counterSubject returns the subject whose counter key is, as the
-// Policy lays keys out: "{tag}<subject>/q<period>", or
-// "{tag}<subject>/route:<name>/q<period>".
-func counterSubject(key string) string {
-	_, rest, _ := strings.Cut(key, "}")
-	if i := strings.LastIndex(rest, "/q"); i >= 0 {
-		rest = rest[:i]
-	}
-	if i := strings.LastIndex(rest, "/route:"); i >= 0 {
-		rest = rest[:i]
-	}
-	return rest
 }
 
 // resetBody is the body of POST /api/admin/quotas/reset.

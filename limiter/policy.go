@@ -433,6 +433,41 @@ func (p *Policy) pick(s Subject, now time.Time, get func(*Limits) []Spec) ([]Spe
 	return nil, ""
 }
 
+// CounterSubject returns whose counter a Limit's Key names, as bind
+// lays keys out ("{tag}<counter>/[route:<name>/]<dim>"): a subject
+// ("key:acme-prod", "ip:203.0.113.9"), a user ("user:alice") or
+// "global". The route is one of p's, so that ids holding "/route:" or
+// "}" (a user header may carry anything) still read right; false for a
+// key p does not make.
+func (p *Policy) CounterSubject(key string) (string, bool) {
+	end := strings.LastIndexByte(key, '/') // before the dimension, which holds no "/"
+	if !strings.HasPrefix(key, "{") || end < 0 {
+		return "", false
+	}
+	rest, cut := key[1:end], 0 // "<tag>}<counter>[/route:<name>]"
+	for _, r := range p.cfg.Routes {
+		if src := "/route:" + r.Name; len(src) > cut && strings.HasSuffix(rest, src) {
+			cut = len(src)
+		}
+	}
+	rest = rest[:len(rest)-cut]
+	// The counter is the tag itself, or a key's own under its user's tag.
+	own := ""
+	for i := range len(rest) {
+		if rest[i] != '}' {
+			continue
+		}
+		tag, counter := rest[:i], rest[i+1:]
+		if counter == tag {
+			return counter, true
+		}
+		if own == "" && strings.HasPrefix(tag, "user:") && strings.HasPrefix(counter, "key:") {
+			own = counter
+		}
+	}
+	return own, own != ""
+}
+
 // bind turns specs into limits on s's counters. A route's limits
 // (source "route:<name>/") count its requests; its cost is charged to
 // the caller's own limits.

@@ -300,6 +300,40 @@ func TestCounterKeys(t *testing.T) {
 	}
 }
 
+// TestCounterSubject: CounterSubject reads back, from every key the
+// Policy makes, whose counter it is: the subject, its user (scope user,
+// and quotas by default) or global; with a route or without, for user
+// ids holding slashes, "/route:" and "}" too; and not from keys it does
+// not make.
+func TestCounterSubject(t *testing.T) {
+	p := newPolicy(t)
+	subjects := []limiter.Subject{key(t, p, "test"), key(t, p, "dave-1"), key(t, p, "plain-text-key"),
+		p.ForUser("zed"), p.ForUser("a/b/route:confirm/qx"), p.ForUser("x}user:y}z"), p.ForUser("}key:k"),
+		p.ForIP("192.0.2.1"), p.ForIP("2001:db8::1")}
+	routes := []*limiter.Route{nil, p.Match("POST", "/api/claude/confirm/request"), p.Match("GET", "/search/x")}
+	for _, s := range subjects {
+		for _, r := range routes {
+			for _, l := range p.Limits(nil, s, r, now) {
+				got, ok := p.CounterSubject(l.Key)
+				if !ok || got != s.ID && got != "user:"+s.User && got != "global" {
+					t.Errorf("CounterSubject(%q) = %q, want %q, its user's or global", l.Key, got, s.ID)
+				}
+				if strings.HasPrefix(l.Key, "{global}") != (got == "global") {
+					t.Errorf("CounterSubject(%q) = %q", l.Key, got)
+				}
+				if l.Period != nil && got != "user:"+s.User && s.User != "" {
+					t.Errorf("CounterSubject(%q) = %q, want the user's quota counter", l.Key, got)
+				}
+			}
+		}
+	}
+	for _, k := range []string{"", "plain", "{user:a}", "{user:a}key:b", "{a}b/qdaily"} {
+		if got, ok := p.CounterSubject(k); ok {
+			t.Errorf("CounterSubject(%q) = %q, true; want false", k, got)
+		}
+	}
+}
+
 func TestMatch(t *testing.T) {
 	p := newPolicy(t)
 	tests := []struct {
