@@ -16,10 +16,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
 )
 
 // maxLimit is the largest limit, and the largest route cost, accepted.
-const maxLimit = 1_000_000_000
+const maxLimit = limiter.MaxLimit
 
 var (
 	periods = []string{"hourly", "daily", "weekly", "monthly"}
@@ -368,8 +370,8 @@ func (v *validator) limitList(key string, list []Limit, quota bool) {
 			if l.Period != "" {
 				v.bad(k+".period", "a rate limit has a window, not a period, got %q", l.Period)
 			}
-			if l.Window < time.Second || l.Window > 24*time.Hour {
-				v.bad(k+".window", "must be between 1s and 24h, got %s", fmtDuration(l.Window))
+			if l.Window < limiter.MinWindow || l.Window > limiter.MaxWindow {
+				v.bad(k+".window", "must be between %s and %s, got %s", fmtDuration(limiter.MinWindow), fmtDuration(limiter.MaxWindow), fmtDuration(l.Window))
 			} else {
 				slot, field, shown = l.Window.String(), "window", fmtDuration(l.Window)
 			}

@@ -41,6 +41,14 @@ func (s Scope) String() string {
 	return "default"
 }
 
+// The bounds of a Spec, wherever one is written (the configuration, a
+// runtime rule).
+const (
+	MaxLimit  = 1_000_000_000 // the largest limit (and route cost)
+	MinWindow = time.Second   // the shortest rate window
+	MaxWindow = 24 * time.Hour
+)
+
 // Spec is a configured limit, not yet bound to a caller.
 type Spec struct {
 	// Name labels the limit; empty means "<owner>-<window or period>".

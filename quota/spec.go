@@ -30,8 +30,6 @@ func invalid(field, format string, args ...any) error {
 	return &InvalidError{field, fmt.Sprintf(format, args...)}
 }
 
-// MaxLimit is the largest limit a rule may set, as in the configuration.
-const MaxLimit = 1_000_000_000
 
 // SpecJSON is the JSON form of a limiter.Spec, as the YAML writes it, as
 // the stores keep runtime rules and as the admin API shows limits:
@@ -72,8 +70,8 @@ func (j SpecJSON) Spec(isQuota bool, loc *time.Location) (limiter.Spec, error) {
 		return limiter.Spec{}, invalid(field, format, args...)
 	}
 	sp := limiter.Spec{Name: j.Name, Limit: j.Limit, Shadow: j.Shadow}
-	if j.Limit < 1 || j.Limit > MaxLimit {
-		return bad("limit", "must be between 1 and %d, got %d", MaxLimit, j.Limit)
+	if j.Limit < 1 || j.Limit > limiter.MaxLimit {
+		return bad("limit", "must be between 1 and %d, got %d", limiter.MaxLimit, j.Limit)
 	}
 	if isQuota {
 		if j.Window != "" {
@@ -89,8 +87,8 @@ func (j SpecJSON) Spec(isQuota bool, loc *time.Location) (limiter.Spec, error) {
 			return bad("period", "a rate limit has a window, not a period, got %q", j.Period)
 		}
 		w, err := time.ParseDuration(j.Window)
-		if err != nil || w < time.Second || w > 24*time.Hour {
-			return bad("window", "must be between 1s and 24h, got %q", j.Window)
+		if err != nil || w < limiter.MinWindow || w > limiter.MaxWindow {
+			return bad("window", "must be between %s and %s, got %q", limiter.FormatWindow(limiter.MinWindow), limiter.FormatWindow(limiter.MaxWindow), j.Window)
 		}
 		sp.Window = w
 	}
