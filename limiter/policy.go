@@ -444,9 +444,9 @@ func (p *Policy) pick(s Subject, now time.Time, get func(*Limits) []Spec) ([]Spe
 // CounterSubject returns whose counter a Limit's Key names, as bind
 // lays keys out ("{tag}<counter>/[route:<name>/]<dim>"): a subject
 // ("key:acme-prod", "ip:203.0.113.9"), a user ("user:alice") or
-// "global". The route is one of p's, so that ids holding "/route:" or
-// "}" (a user header may carry anything) still read right; false for a
-// key p does not make.
+// "global". Routes are p's, so that ids holding "/route:" or "}" (a user
+// header may carry anything) still read right; false for a key p does
+// not make.
 func (p *Policy) CounterSubject(key string) (string, bool) {
 	end := strings.LastIndexByte(key, '/') // before the dimension, which holds no "/"
 	if !strings.HasPrefix(key, "{") || end < 0 {
@@ -458,14 +458,23 @@ func (p *Policy) CounterSubject(key string) (string, bool) {
 			cut = len(src)
 		}
 	}
-	rest = rest[:len(rest)-cut]
-	// The counter is the tag itself, or a key's own under its user's tag.
+	if cut > 0 {
+		if c, ok := tagCounter(rest[:len(rest)-cut]); ok {
+			return c, true
+		}
+	}
+	return tagCounter(rest) // an id that ends like a route's source
+}
+
+// tagCounter returns the counter of "<tag>}<counter>": the tag itself,
+// or a key's own under its user's tag.
+func tagCounter(s string) (string, bool) {
 	own := ""
-	for i := range len(rest) {
-		if rest[i] != '}' {
+	for i := range len(s) {
+		if s[i] != '}' {
 			continue
 		}
-		tag, counter := rest[:i], rest[i+1:]
+		tag, counter := s[:i], s[i+1:]
 		if counter == tag {
 			return counter, true
 		}

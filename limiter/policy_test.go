@@ -308,7 +308,7 @@ func TestCounterKeys(t *testing.T) {
 func TestCounterSubject(t *testing.T) {
 	p := newPolicy(t)
 	subjects := []limiter.Subject{key(t, p, "test"), key(t, p, "dave-1"), key(t, p, "plain-text-key"),
-		p.ForUser("zed"), p.ForUser("a/b/route:confirm/qx"), p.ForUser("x}user:y}z"), p.ForUser("}key:k"),
+		p.ForUser("zed"), p.ForUser("a/b/route:confirm/qx"), p.ForUser("x}user:y}z"), p.ForUser("}key:k"), p.ForUser("v/route:confirm"),
 		p.ForIP("192.0.2.1"), p.ForIP("2001:db8::1")}
 	routes := []*limiter.Route{nil, p.Match("POST", "/api/claude/confirm/request"), p.Match("GET", "/search/x")}
 	for _, s := range subjects {
