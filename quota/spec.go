@@ -30,7 +30,6 @@ func invalid(field, format string, args ...any) error {
 	return &InvalidError{field, fmt.Sprintf(format, args...)}
 }
 
-
 // SpecJSON is the JSON form of a limiter.Spec, as the YAML writes it, as
 // the stores keep runtime rules and as the admin API shows limits:
 // {"name":"burst","limit":10,"window":"1s"} or
