@@ -100,6 +100,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	default:
 		err := rdb.Ping(ctx).Err()
 		if err == nil {
+			err = versionError(ctx, rdb)
+		}
+		if err == nil {
 			err = decideOnce(ctx, rdb, cfg.Redis.KeyPrefix)
 		}
 		detail := "reachable, decides"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -55,8 +56,13 @@ func openHotPath(ctx context.Context, cfg config.Redis, logf func(string, ...any
 	defer cancel()
 	if err := rs.Warm(wctx); err != nil {
 		logf("redis: not reachable at start (%v); failure_mode %s decides until it is", err, cfg.FailureMode)
-	} else if w := evictionWarning(wctx, rdb); w != "" {
-		logf("redis: warning: %s", w)
+	} else {
+		if err := versionError(wctx, rdb); err != nil {
+			logf("redis: error: %v; until it is upgraded every decision fails and failure_mode %s decides", err, cfg.FailureMode)
+		}
+		if w := evictionWarning(wctx, rdb); w != "" {
+			logf("redis: warning: %s", w)
+		}
 	}
 	h := &hotPath{
 		mode:  kind,
@@ -113,6 +119,58 @@ func evictionWarning(ctx context.Context, rdb redis.UniversalClient) string {
 	}
 	slices.Sort(found)
 	return strings.Join(found, "; ") + ": when memory runs short Redis may evict the limiter's counters, and a limit then forgets what it counted and admits more; maxmemory-policy noeviction keeps them (writes then fail when memory is full, and failure_mode applies)"
+}
+
+// minRedis is the oldest Redis the script runs on: it writes with SET
+// KEEPTTL (Redis 6.0).
+const minRedis = 6
+
+// versionError names the nodes that run a Redis older than minRedis, as
+// INFO says; nil when all are recent enough, or when INFO is not allowed
+// (the script's first run then tells).
+func versionError(ctx context.Context, rdb redis.UniversalClient) error {
+	var (
+		mu  sync.Mutex
+		old []string
+	)
+	check := func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "server").Result()
+		if v, ok := redisVersion(info); err == nil && ok && !recentRedis(v) {
+			mu.Lock()
+			old = append(old, c.Options().Addr+" runs Redis "+v)
+			mu.Unlock()
+		}
+		return nil
+	}
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		_ = c.ForEachMaster(ctx, check)
+	case *redis.Client:
+		_ = check(ctx, c)
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	slices.Sort(old)
+	return fmt.Errorf("%s: gaia-proxy needs Redis %d.0 or newer (its script writes with SET KEEPTTL)", strings.Join(old, "; "), minRedis)
+}
+
+// redisVersion reads redis_version from INFO server.
+func redisVersion(info string) (string, bool) {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// recentRedis reports whether version v is minRedis or newer; a version
+// it cannot read counts as recent.
+func recentRedis(v string) bool {
+	major, _, _ := strings.Cut(v, ".")
+	n, err := strconv.Atoi(major)
+	return err != nil || n >= minRedis
 }
 
 // warmTimeout bounds the wait for Redis at start.

@@ -285,6 +285,44 @@ redis: {url: "redis://%s/0"}
 	}
 }
 
+// TestRedisVersion reads INFO's redis_version and tells Redis 6.0 and
+// newer (SET KEEPTTL) from older.
+func TestRedisVersion(t *testing.T) {
+	for _, tc := range []struct {
+		info, version string
+		recent        bool
+	}{
+		{"# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n", "7.0.15", true},
+		{"# Server\r\nredis_version:6.0.0\r\n", "6.0.0", true},
+		{"# Server\r\nredis_version:5.0.7\r\nredis_mode:standalone\r\n", "5.0.7", false},
+		{"# Server\r\nredis_version:4.0.14\r\n", "4.0.14", false},
+		{"# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.0.1\r\n", "7.2.4", true},
+		{"# Server\r\nredis_version:10.1\r\n", "10.1", true},
+	} {
+		v, ok := redisVersion(tc.info)
+		if !ok || v != tc.version || recentRedis(v) != tc.recent {
+			t.Errorf("INFO %q: version %q, %v, recent %v; want %q, recent %v", tc.info, v, ok, recentRedis(v), tc.version, tc.recent)
+		}
+	}
+	if _, ok := redisVersion("# Server\r\n"); ok {
+		t.Error("a version read from an INFO without one")
+	}
+}
+
+// TestVersionErrorHere: this machine's Redis and every master of the
+// test cluster are recent enough.
+func TestVersionErrorHere(t *testing.T) {
+	info, err := testenv.Redis(t).Info(t.Context(), "server").Result()
+	if v, ok := redisVersion(info); err != nil || !ok || !recentRedis(v) {
+		t.Fatalf("this machine's Redis: version %q, %v, %v", v, ok, err)
+	}
+	for _, rdb := range []redis.UniversalClient{testenv.Redis(t), testenv.RedisCluster(t)} {
+		if err := versionError(t.Context(), rdb); err != nil {
+			t.Errorf("versionError on this machine's Redis: %v", err)
+		}
+	}
+}
+
 // TestRedisOutOfMemory: a Redis at its memory limit with noeviction
 // refuses the script's writes (OOM). That is an outage like any other:
 // with failure_mode local every request is answered, from the replica's
