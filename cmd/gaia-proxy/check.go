@@ -106,8 +106,10 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			err = decideOnce(ctx, rdb, cfg.Redis.KeyPrefix)
 		}
 		detail := "reachable, decides"
-		if w := evictionWarning(ctx, rdb); err == nil && w != "" {
-			detail += "; warning: " + w
+		if err == nil {
+			if w := evictionWarning(ctx, rdb); w != "" {
+				detail += "; warning: " + w
+			}
 		}
 		rdb.Close()
 		line("redis", err, detail)

@@ -95,15 +95,31 @@ func openHotPath(ctx context.Context, cfg config.Redis, logf func(string, ...any
 // less at most a flush interval. Empty when no node can evict, or when
 // CONFIG is not allowed (managed Redis): nothing to say then.
 func evictionWarning(ctx context.Context, rdb redis.UniversalClient) string {
+	found := eachMaster(ctx, rdb, func(ctx context.Context, c *redis.Client) (string, bool) {
+		m, err := c.ConfigGet(ctx, "maxmemory*").Result()
+		if err != nil || m["maxmemory"] == "" || m["maxmemory"] == "0" || m["maxmemory-policy"] == "noeviction" {
+			return "", false
+		}
+		return fmt.Sprintf("%s has maxmemory %s with maxmemory-policy %s", c.Options().Addr, m["maxmemory"], m["maxmemory-policy"]), true
+	})
+	if len(found) == 0 {
+		return ""
+	}
+	return strings.Join(found, "; ") + ": when memory runs short Redis may evict the limiter's counters, and a limit then forgets what it counted and admits more; maxmemory-policy noeviction keeps them (writes then fail when memory is full, and failure_mode applies)"
+}
+
+// eachMaster asks f of every master of a cluster at once (of one Redis,
+// of it) and returns what f found, sorted; f says false when it finds
+// nothing or cannot tell.
+func eachMaster(ctx context.Context, rdb redis.UniversalClient, f func(context.Context, *redis.Client) (string, bool)) []string {
 	var (
 		mu    sync.Mutex
 		found []string
 	)
 	check := func(ctx context.Context, c *redis.Client) error {
-		m, err := c.ConfigGet(ctx, "maxmemory*").Result()
-		if err == nil && m["maxmemory"] != "" && m["maxmemory"] != "0" && m["maxmemory-policy"] != "noeviction" {
+		if s, ok := f(ctx, c); ok {
 			mu.Lock()
-			found = append(found, fmt.Sprintf("%s has maxmemory %s with maxmemory-policy %s", c.Options().Addr, m["maxmemory"], m["maxmemory-policy"]))
+			found = append(found, s)
 			mu.Unlock()
 		}
 		return nil
@@ -114,11 +130,8 @@ func evictionWarning(ctx context.Context, rdb redis.UniversalClient) string {
 	case *redis.Client:
 		_ = check(ctx, c)
 	}
-	if len(found) == 0 {
-		return ""
-	}
 	slices.Sort(found)
-	return strings.Join(found, "; ") + ": when memory runs short Redis may evict the limiter's counters, and a limit then forgets what it counted and admits more; maxmemory-policy noeviction keeps them (writes then fail when memory is full, and failure_mode applies)"
+	return found
 }
 
 // minRedis is the oldest Redis the script runs on: it writes with SET
@@ -129,29 +142,14 @@ const minRedis = 6
 // INFO says; nil when all are recent enough, or when INFO is not allowed
 // (the script's first run then tells).
 func versionError(ctx context.Context, rdb redis.UniversalClient) error {
-	var (
-		mu  sync.Mutex
-		old []string
-	)
-	check := func(ctx context.Context, c *redis.Client) error {
+	old := eachMaster(ctx, rdb, func(ctx context.Context, c *redis.Client) (string, bool) {
 		info, err := c.Info(ctx, "server").Result()
-		if v, ok := redisVersion(info); err == nil && ok && !recentRedis(v) {
-			mu.Lock()
-			old = append(old, c.Options().Addr+" runs Redis "+v)
-			mu.Unlock()
-		}
-		return nil
-	}
-	switch c := rdb.(type) {
-	case *redis.ClusterClient:
-		_ = c.ForEachMaster(ctx, check)
-	case *redis.Client:
-		_ = check(ctx, c)
-	}
+		v, ok := redisVersion(info)
+		return c.Options().Addr + " runs Redis " + v, err == nil && ok && !recentRedis(v)
+	})
 	if len(old) == 0 {
 		return nil
 	}
-	slices.Sort(old)
 	return fmt.Errorf("%s: gaia-proxy needs Redis %d.0 or newer (its script writes with SET KEEPTTL)", strings.Join(old, "; "), minRedis)
 }
 
