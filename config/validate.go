@@ -20,9 +20,6 @@ import (
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 )
 
-// maxLimit is the largest limit, and the largest route cost, accepted.
-const maxLimit = limiter.MaxLimit
-
 var (
 	periods = []string{"hourly", "daily", "weekly", "monthly"}
 	metrics = []string{"violations_per_minute", "quota_used_pct", "rate_limited_per_minute", "requests_per_minute", "error_rate_pct"}
@@ -306,8 +303,8 @@ func (v *validator) routes() {
 			}
 		}
 		switch {
-		case r.Cost < 0 || r.Cost > maxLimit:
-			v.bad(key+".cost", "must be between 0 and %d (0 means 1), got %d", maxLimit, r.Cost)
+		case r.Cost < 0 || r.Cost > limiter.MaxLimit:
+			v.bad(key+".cost", "must be between 0 and %d (0 means 1), got %d", limiter.MaxLimit, r.Cost)
 		case r.Cost == 0:
 			r.Cost = 1
 		}
@@ -350,8 +347,8 @@ func (v *validator) limitList(key string, list []Limit, quota bool) {
 	seen := map[string]int{} // window or period → index
 	for i, l := range list {
 		k := fmt.Sprintf("%s[%d]", key, i)
-		if l.Limit < 1 || l.Limit > maxLimit {
-			v.bad(k+".limit", "must be between 1 and %d, got %d", maxLimit, l.Limit)
+		if l.Limit < 1 || l.Limit > limiter.MaxLimit {
+			v.bad(k+".limit", "must be between 1 and %d, got %d", limiter.MaxLimit, l.Limit)
 		}
 		slot, field, shown := "", "", ""
 		if quota {
