@@ -14,7 +14,9 @@
 # plus its Redis's), the ratios to the bare proxy, and with HALF=1 the p99
 # at half the bare proxy's saturating rate (constant-rate load from
 # `benchserver pace`, latency counted from when each request was due), for
-# every proxy in the same alternating rounds, as medians.
+# every proxy in the same alternating rounds, as medians, with the share
+# of one CPU each proxy (with its Redis) used meanwhile: the headroom
+# that decides the tail.
 # Requires wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,19 +148,23 @@ if [ "$HALF" = 1 ]; then
   half=$(awk -v b="$br" 'BEGIN {printf "%d", b/2}')
   echo
   echo "p99 at half the bare proxy's saturating rate ($half req/s, constant rate, ${HALF_DURATION:-10s}, $CONNS connections, 1,000 users, $ROUNDS rounds, medians):"
-  declare -A hp
+  declare -A hp hb
   for i in $(seq "$ROUNDS"); do
     line="round $i:"
     for t in "${targets[@]}"; do
+      c0=$(cpu_ticks "$(pids_of "$t")") w0=$(date +%s%N)
       q=$("${load_cpu[@]}" "$out/benchserver" pace -target "http://$(addr_of "$t")/bench" -rate "$half" -duration "${HALF_DURATION:-10s}" -conns "$CONNS" |
         awk '$1 == "p99_ms" {print $2}')
-      hp[$t]+="$q "
-      line+=" $t p99 ${q}ms |"
+      c1=$(cpu_ticks "$(pids_of "$t")") w1=$(date +%s%N)
+      # busy: the share of one CPU the proxy (and its Redis) used.
+      busy=$(awk -v c=$((c1 - c0)) -v hz="$hz" -v w=$((w1 - w0)) 'BEGIN {printf "%.0f", 100 * c / hz / (w / 1e9)}')
+      hp[$t]+="$q " hb[$t]+="$busy "
+      line+=" $t p99 ${q}ms CPU ${busy}% |"
     done
     echo "$line" >&2
   done
   for t in "${targets[@]}"; do
-    printf '  %-10s p99 %.3f ms\n' "$t" "$(med "${hp[$t]}")"
+    printf '  %-10s p99 %.3f ms, CPU %s%% of one core\n' "$t" "$(med "${hp[$t]}")" "$(med "${hb[$t]}")"
   done
   b=$(med "${hp[bare]}")
   awk -v g="$(med "${hp[gaia]}")" -v b="$b" 'BEGIN {printf "  added by gaia-proxy: %.3f ms\n", g - b}'
