@@ -68,10 +68,3 @@ func (l *Log) Logf(k, format string, args ...any) {
 	}
 	l.logf("%s", msg)
 }
-
-// size reports how many kinds l remembers, for tests.
-func (l *Log) size() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.kinds)
-}

@@ -39,3 +39,10 @@ func TestLog(t *testing.T) {
 		t.Errorf("%d kinds remembered, want at most %d", n, MaxKinds)
 	}
 }
+
+// size reports how many kinds l remembers.
+func (l *Log) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.kinds)
+}
