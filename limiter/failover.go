@@ -74,13 +74,70 @@ type State struct {
 type bounded struct {
 	Store
 	timeout time.Duration
+	shared  *deadlines // bounds decisions
 }
 
 func (b bounded) Decide(ctx context.Context, limits []Limit, cost int64) (Decision, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	bound, cancel := b.shared.bound(ctx)
 	defer cancel()
-	d, err := b.Store.Decide(ctx, limits, cost)
-	return d, b.explain(ctx, err)
+	d, err := b.Store.Decide(bound, limits, cost)
+	return d, b.explain(bound, err)
+}
+
+// deadlines bounds decisions by the timeout. A context of its own per
+// decision (context.WithTimeout: a timer, and a link into the request's
+// context that its end must undo) was about 3% of gaia-proxy's CPU on
+// Redis. Decisions that start within one slot, a sixteenth of the
+// timeout, share one instead, made without a parent: each waits at most
+// the timeout and at least fifteen sixteenths of it. A shared bound does
+// not end with the request's context; a decision whose client went away
+// goes on, within the timeout, as it would have in Redis anyway. A
+// request context that has already ended, or whose deadline comes
+// first, gets a context of its own as before.
+type deadlines struct {
+	timeout, slot time.Duration
+	mu            sync.Mutex // held to replace cur
+	cur           atomic.Pointer[sharedBound]
+}
+
+// sharedBound is a context that decisions share while it is fresh.
+type sharedBound struct {
+	ctx    context.Context
+	cancel context.CancelFunc // unused: the deadline's timer releases it
+	fresh  time.Time          // until when a decision may start with it
+}
+
+func newDeadlines(timeout time.Duration) *deadlines {
+	return &deadlines{timeout: timeout, slot: timeout / 16}
+}
+
+// bound returns the context a decision under ctx waits with, and what
+// to call when it is done.
+func (d *deadlines) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	now := time.Now()
+	sb := d.cur.Load()
+	if sb == nil || !now.Before(sb.fresh) {
+		sb = d.renew(now)
+	}
+	if ctx.Done() != nil {
+		if dl, ok := ctx.Deadline(); ctx.Err() != nil || ok && dl.Before(now.Add(d.timeout-d.slot)) {
+			return context.WithTimeout(ctx, d.timeout)
+		}
+	}
+	return sb.ctx, func() {}
+}
+
+// renew replaces the shared bound unless another decision just did.
+func (d *deadlines) renew(now time.Time) *sharedBound {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if sb := d.cur.Load(); sb != nil && now.Before(sb.fresh) {
+		return sb
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), now.Add(d.timeout))
+	sb := &sharedBound{ctx: ctx, cancel: cancel, fresh: now.Add(d.slot)}
+	d.cur.Store(sb)
+	return sb
 }
 
 func (b bounded) Seed(ctx context.Context, counters []CounterValue) error {

@@ -565,3 +565,54 @@ func TestResetWhileDown(t *testing.T) {
 		})
 	}
 }
+
+// TestDecisionsShareBound checks the context that bounds a decision:
+// decisions starting close together share one, which ends within the
+// timeout and not before fifteen sixteenths of it; a caller whose own
+// deadline comes first, or whose context has ended, keeps its own.
+func TestDecisionsShareBound(t *testing.T) {
+	var seen []context.Context
+	store := &fake{decide: func(ctx context.Context, limits []limiter.Limit, cost int64) (limiter.Decision, error) {
+		seen = append(seen, ctx)
+		return limiter.Decision{Allowed: true, Statuses: make([]limiter.Status, len(limits))}, nil
+	}}
+	decide := func(lim *limiter.Limiter, ctx context.Context) context.Context {
+		t.Helper()
+		if _, err := lim.Decide(ctx, perMinute, 1); err != nil && ctx.Err() == nil {
+			t.Fatal(err)
+		}
+		return seen[len(seen)-1]
+	}
+
+	const timeout = time.Hour
+	lim := limiter.New(store, &limiter.Options{Timeout: timeout})
+	before := time.Now()
+	a, b := decide(lim, t.Context()), decide(lim, context.Background())
+	after := time.Now()
+	if a != b {
+		t.Error("two decisions a moment apart got contexts of their own, want one shared")
+	}
+	dl, ok := a.Deadline()
+	if !ok || dl.Before(before.Add(timeout-timeout/16)) || dl.After(after.Add(timeout)) {
+		t.Errorf("shared deadline %v (set: %v), want within [%v, %v]", dl, ok, before.Add(timeout-timeout/16), after.Add(timeout))
+	}
+
+	soon, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if c := decide(lim, soon); c == a {
+		t.Error("a caller with a one-minute deadline got the shared one-hour bound")
+	} else if dl, _ := c.Deadline(); dl.After(after.Add(time.Minute + time.Second)) {
+		t.Errorf("caller's deadline in a minute, the decision's at %v", dl)
+	}
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	if c := decide(lim, gone); c.Err() == nil {
+		t.Error("a caller whose context ended decided with a live one")
+	}
+
+	// With a slot of 1ns every decision starts in a slot of its own.
+	lim = limiter.New(store, &limiter.Options{Timeout: 16 * time.Nanosecond})
+	if decide(lim, t.Context()) == decide(lim, t.Context()) {
+		t.Error("decisions a slot apart share a bound")
+	}
+}
