@@ -363,7 +363,8 @@ func (s *Store) wait(ctx context.Context, c *call) error {
 	case <-s.quit:
 	}
 	if !c.abandon() {
-		return nil // delivered meanwhile
+		<-c.done // delivered meanwhile: done closes right after
+		return nil
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

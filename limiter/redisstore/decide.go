@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"encoding/binary"
+	"sync"
 	"time"
 
 	"github.com/gaia-proxy/gaia-proxy/limiter"
@@ -39,13 +40,25 @@ type cctr struct {
 	charged        bool
 }
 
+// callPool holds decide calls whose callers are done with them: a call with
+// room for a typical decision is over 1 KiB, most of what a decision
+// allocates. Only a call whose result its caller has read goes back
+// (release); one left behind by its caller stays with the worker.
+var callPool = sync.Pool{New: func() any { return new(call) }}
+
+// release puts decide call c, delivered and read, back for reuse.
+func (c *call) release() {
+	callPool.Put(c)
+}
+
 // decideCall returns the call deciding the limits of items idx. Its
 // plan, the part of the request that its keys and time leave out, is the
 // same for every request of one policy, and a script call carries it
 // once.
 func (s *Store) decideCall(limits []limiter.Limit, items []item, idx []int, cost int64) *call {
 	n := len(idx)
-	c := &call{
+	c := callPool.Get().(*call)
+	*c = call{
 		op:   'D',
 		slot: items[idx[0]].slot,
 		now:  -1,

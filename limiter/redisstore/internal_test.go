@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -541,6 +542,44 @@ func TestCallerLeaves(t *testing.T) {
 	if st := s.Stats(); st.Decisions == 0 {
 		t.Errorf("stats = %+v", st)
 	}
+}
+
+// TestCallsReusedWhileCallersLeave runs decisions whose callers give up
+// at random moments, some before their result, some as it arrives, so
+// that calls go back to the pool while workers deliver others; run it
+// with -race. Caller c charges its own key cost c+1 each time, so a
+// result that belonged to another call shows as a use that is not a
+// multiple of c+1, or below what c's own decisions charged.
+func TestCallsReusedWhileCallersLeave(t *testing.T) {
+	rdb := testenv.Redis(t)
+	s := New(rdb, &Options{Prefix: testenv.Prefix(t)})
+	defer s.Close()
+	const callers, each = 32, 40
+	var wg sync.WaitGroup
+	var decided, left atomic.Int64
+	for c := range callers {
+		wg.Go(func() {
+			cost := int64(c + 1)
+			l := []limiter.Limit{{Name: "r", Key: "{reuse" + strconv.Itoa(c) + "}r", Limit: 1 << 40, Window: time.Hour}}
+			own := int64(0)
+			for i := range each {
+				ctx, cancel := context.WithTimeout(t.Context(), time.Duration((c*each+i)%400)*10*time.Microsecond)
+				d, err := s.Decide(ctx, l, cost)
+				cancel()
+				if err != nil {
+					left.Add(1)
+					continue
+				}
+				decided.Add(1)
+				own += cost
+				if u := d.Statuses[0].Used; u%cost != 0 || u < own {
+					t.Errorf("caller %d: used %d after charging %d in steps of %d", c, u, own, cost)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d decided, %d callers left first", decided.Load(), left.Load())
 }
 
 var _ rediser = (*redis.Client)(nil)

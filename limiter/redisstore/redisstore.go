@@ -544,9 +544,8 @@ func (s *Store) Decide(ctx context.Context, limits []limiter.Limit, cost int64) 
 		}
 		s.apply(&d, limits, items, groups[0], c, now)
 		d.Allowed = c.allowed
-		if c.missing {
-			slices.Sort(d.Missing)
-		}
+		c.release()
+		slices.Sort(d.Missing)
 		return d, nil
 	}
 	return s.decideGroups(ctx, d, limits, items, groups, cost, now)
