@@ -96,7 +96,9 @@
 // is dropped if not sent yet, and if sent, its charges are taken back
 // when the result arrives. Should that undo fail, or should go-redis
 // retry a call whose reply was lost, a charge counts for a request that
-// was not admitted: limits then under-admit, never over-admit.
+// was not admitted: limits then under-admit, never over-admit. A decide
+// call whose result its caller has read goes back to a pool for the next
+// decision; one whose caller left belongs to the worker from then on.
 //
 // # Redis Cluster
 //
