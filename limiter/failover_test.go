@@ -610,9 +610,11 @@ func TestDecisionsShareBound(t *testing.T) {
 		t.Error("a caller whose context ended decided with a live one")
 	}
 
-	// With a slot of 1ns every decision starts in a slot of its own.
-	lim = limiter.New(store, &limiter.Options{Timeout: 16 * time.Nanosecond})
-	if decide(lim, t.Context()) == decide(lim, t.Context()) {
+	// With a slot of 1ms, decisions 2ms apart start in slots of their own.
+	lim = limiter.New(store, &limiter.Options{Timeout: 16 * time.Millisecond})
+	first := decide(lim, t.Context())
+	time.Sleep(2 * time.Millisecond)
+	if decide(lim, t.Context()) == first {
 		t.Error("decisions a slot apart share a bound")
 	}
 }
