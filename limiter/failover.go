@@ -73,12 +73,11 @@ type State struct {
 // bounded is a Store whose every round trip gives up after timeout.
 type bounded struct {
 	Store
-	timeout time.Duration
-	shared  *deadlines // bounds decisions
+	*deadlines // the timeout, and the bounds decisions share
 }
 
 func (b bounded) Decide(ctx context.Context, limits []Limit, cost int64) (Decision, error) {
-	bound, cancel := b.shared.bound(ctx)
+	bound, cancel := b.bound(ctx)
 	defer cancel()
 	d, err := b.Store.Decide(bound, limits, cost)
 	return d, b.explain(bound, err)
@@ -115,14 +114,14 @@ func newDeadlines(timeout time.Duration) *deadlines {
 // to call when it is done.
 func (d *deadlines) bound(ctx context.Context) (context.Context, context.CancelFunc) {
 	now := time.Now()
-	sb := d.cur.Load()
-	if sb == nil || !now.Before(sb.fresh) {
-		sb = d.renew(now)
-	}
 	if ctx.Done() != nil {
 		if dl, ok := ctx.Deadline(); ctx.Err() != nil || ok && dl.Before(now.Add(d.timeout-d.slot)) {
 			return context.WithTimeout(ctx, d.timeout)
 		}
+	}
+	sb := d.cur.Load()
+	if sb == nil || !now.Before(sb.fresh) {
+		sb = d.renew(now)
 	}
 	return sb.ctx, func() {}
 }

@@ -578,10 +578,14 @@ func TestDecisionsShareBound(t *testing.T) {
 	}}
 	decide := func(lim *limiter.Limiter, ctx context.Context) context.Context {
 		t.Helper()
+		n := len(seen)
 		if _, err := lim.Decide(ctx, perMinute, 1); err != nil && ctx.Err() == nil {
 			t.Fatal(err)
 		}
-		return seen[len(seen)-1]
+		if len(seen) != n+1 {
+			t.Fatalf("the store decided %d times, want once", len(seen)-n)
+		}
+		return seen[n]
 	}
 
 	const timeout = time.Hour

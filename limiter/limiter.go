@@ -139,7 +139,7 @@ func New(store Store, o *Options) *Limiter {
 		l.timeout = 50 * time.Millisecond
 		fallthrough
 	default:
-		l.store = bounded{Store: store, timeout: l.timeout, shared: newDeadlines(l.timeout)}
+		l.store = bounded{Store: store, deadlines: newDeadlines(l.timeout)}
 	}
 	b := &l.br
 	b.now, b.logf, b.name = o.Now, l.logf, l.name
