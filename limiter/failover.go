@@ -178,9 +178,14 @@ func (b bounded) explain(ctx context.Context, err error) error {
 // nothing, so answers that straggle in after a transition neither
 // reopen nor close it.
 //
-// The first failure after a success starts a new run: the fallback is
-// replaced with a new one (when newFallback is set), so each run starts
-// from the ledger, not from counters an earlier outage left behind.
+// The first failure after a success starts a new run. A run that starts
+// fallbackKeep or more after the fallback was last relied on (its last
+// failure, or the breaker closing) gets a new fallback (when newFallback
+// is set), so it starts from the ledger, not from counters an earlier
+// outage left behind. A run that starts sooner keeps the fallback: a
+// primary that fails now and then (a timeout every other decision)
+// would otherwise meet each failure with an empty store, which admits
+// it, and the replica would admit without limit.
 //
 // The closed path and the open path between probes use only atomics;
 // the mutex is taken on failures, transitions and probes. Transitions
@@ -204,9 +209,14 @@ type breaker struct {
 	mu       sync.Mutex
 	wait     time.Duration // before the next probe
 	since    time.Time     // of the last transition
+	relied   time.Time     // when the fallback last stood in: a failure, or the close after one
 	lastErr  error
 	failures int64
 }
+
+// fallbackKeep is how long after it last stood in the fallback is kept
+// for the next run of failures.
+const fallbackKeep = time.Minute
 
 // ticket is one permission to call the primary.
 type ticket struct {
@@ -249,7 +259,7 @@ func (b *breaker) succeed(t ticket) {
 	case t.probe:
 		now := b.now()
 		b.logf("limiter: %s is back after %v, deciding on %s again", b.name, roundDuration(now.Sub(b.since)), b.name)
-		b.since = now
+		b.since, b.relied = now, now
 		b.gen.Add(1)
 		b.open.Store(false)
 	case b.open.Load():
@@ -268,13 +278,15 @@ func (b *breaker) fail(t ticket, err error) {
 		return
 	}
 	now := b.now()
+	last := b.relied
+	b.relied = now
 	switch {
 	case t.probe:
 		b.wait = min(2*b.wait, b.maxWait)
 		b.probeAt.Store(now.Add(b.wait).UnixNano())
 	case !b.open.Load():
 		n := b.streak.Add(1)
-		if n == 1 && b.newFallback != nil {
+		if n == 1 && b.newFallback != nil && now.Sub(last) >= fallbackKeep {
 			s := b.newFallback()
 			b.fallback.Store(&s)
 		}

@@ -406,8 +406,8 @@ func TestFailureLocalEnforces(t *testing.T) {
 		t.Errorf("recorded %+v, want used 9 then 10 (seq 21, 22), then 10 per refusal", led.recorded)
 	}
 
-	// Back on the primary, then a second outage: a new fallback, seeded
-	// from the ledger again.
+	// Back on the primary, then, a minute later, a second outage: a new
+	// fallback, seeded from the ledger again.
 	down.Store(false)
 	clock.Advance(time.Second)
 	if _, err := lim.Decide(t.Context(), quota, 1); err != nil {
@@ -416,6 +416,7 @@ func TestFailureLocalEnforces(t *testing.T) {
 	if !lim.State().Healthy {
 		t.Fatal("still unhealthy after a successful probe")
 	}
+	clock.Advance(time.Minute)
 	before := fb.count()
 	down.Store(true)
 	if _, err := lim.Decide(t.Context(), quota, 1); err != nil {
@@ -423,6 +424,50 @@ func TestFailureLocalEnforces(t *testing.T) {
 	}
 	if fb.count() != before+1 || loads != 3 {
 		t.Errorf("second outage: %d new fallbacks, %d ledger loads; want 1 new fallback, loads 3", fb.count()-before, loads)
+	}
+}
+
+// TestFlappingPrimaryKeepsFallback checks that a primary failing every
+// other decision, which never trips the breaker, does not meet each
+// failure with an empty fallback: together the primary and the one
+// fallback admit at most twice the limit, however many failures there
+// are. A failure a minute after the last one starts a new fallback.
+func TestFlappingPrimaryKeepsFallback(t *testing.T) {
+	clock := storetest.NewClock(storetest.Start)
+	var down atomic.Bool
+	primary := switchable(clock.Now, &down)
+	fb := &fallbacks{now: clock.Now}
+	lim := limiter.New(primary, &limiter.Options{Fallback: fb.New, Now: clock.Now, Logf: t.Logf})
+	admitted := 0
+	for i := range 100 {
+		down.Store(i%2 == 1)
+		d, err := lim.Decide(t.Context(), perMinute, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			admitted++
+		}
+		clock.Advance(time.Millisecond)
+	}
+	if admitted != 2*3 {
+		t.Errorf("admitted %d of 100 in one window of limit 3, half of them decided by a fallback; want 6", admitted)
+	}
+	if !lim.State().Healthy {
+		t.Error("breaker open after single failures")
+	}
+	before := fb.count()
+	down.Store(false)
+	clock.Advance(time.Minute)
+	if _, err := lim.Decide(t.Context(), perMinute, 1); err != nil {
+		t.Fatal(err)
+	}
+	down.Store(true)
+	if _, err := lim.Decide(t.Context(), perMinute, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := fb.count() - before; n != 1 {
+		t.Errorf("a failure a minute after the last made %d new fallbacks, want 1", n)
 	}
 }
 

@@ -98,9 +98,15 @@ type Options struct {
 //
 //   - Enforcement is per replica: N replicas together may admit up to N
 //     times a limit.
-//   - Each run of failures starts a new fallback: its rate windows start
-//     empty (usage on the primary just before the outage is not seen),
-//     its quota counters start from the ledger.
+//   - A run of failures that starts a minute or more after the last one
+//     ended starts a new fallback: its rate windows start empty (usage
+//     on the primary just before the outage is not seen), its quota
+//     counters start from the ledger. Runs closer together share one, so
+//     a primary that fails now and then lets the replica admit at most
+//     about twice a limit (once on the primary, once in the fallback),
+//     not a fresh limit per failure; the shared fallback's quota counters
+//     then miss what the primary charged in between (under a minute's
+//     use).
 //   - When the primary returns, its counters are as it left them: usage
 //     decided locally is in the ledger but is not added to the primary,
 //     so it does not count against the rest of the window or period. As
