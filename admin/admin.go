@@ -169,8 +169,15 @@ func (s *Server) noEndpoint(w http.ResponseWriter, r *http.Request) error {
 		Message: fmt.Sprintf("%s %s: this endpoint takes %s", r.Method, r.URL.Path, strings.Join(allow, " or "))}
 }
 
-// ServeHTTP serves the admin port.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP serves the admin port. Without a token, only to a loopback
+// Host (see checkHost).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e := s.checkHost(r); e != nil {
+		writeError(w, e)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // CheckListen refuses an admin listener that is reachable from other
 // machines while no token protects it.

@@ -228,12 +228,19 @@ type apiErr struct {
 }
 
 // do sends a request with the given headers ("Name: value") and returns
-// the answer. Every answer is recorded for TestNoSecretsInResponses.
+// the answer. Every answer is recorded for TestNoSecretsInResponses. The
+// request goes to Host 127.0.0.1:9090, as on a loopback admin port,
+// unless a "Host: ..." header says otherwise.
 func (e *apiEnv) do(method, target string, body io.Reader, headers ...string) response {
 	e.t.Helper()
 	req := httptest.NewRequest(method, target, body)
+	req.Host = "127.0.0.1:9090"
 	for _, h := range headers {
 		k, v, _ := strings.Cut(h, ": ")
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
 		req.Header.Set(k, v)
 	}
 	rec := httptest.NewRecorder()

@@ -22,6 +22,8 @@ func TestRequireTokenFromQuery(t *testing.T) {
 		{"query not allowed", token, "/ws?token=" + token, "", false, http.StatusUnauthorized},
 		{"header wins over query", token, "/ws?token=" + token, "Bearer nope", true, http.StatusUnauthorized},
 		{"header", token, "/ws", "Bearer " + token, true, http.StatusTeapot},
+		{"header, lower-case scheme", token, "/ws", "bearer " + token, false, http.StatusTeapot},
+		{"lower-case header wins over query", token, "/ws?token=" + token, "bearer nope", true, http.StatusUnauthorized},
 		{"open", "", "/ws", "", true, http.StatusTeapot},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

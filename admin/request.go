@@ -69,10 +69,15 @@ func writeError(w http.ResponseWriter, e *apiError) {
 }
 
 // api turns a handler returning an error into an authorized
-// http.Handler: an *apiError is answered as it says, any other error as
-// a 500 whose detail goes to Logf only.
+// http.Handler that refuses cross-site changes (checkWrite): an
+// *apiError is answered as it says, any other error as a 500 whose
+// detail goes to Logf only.
 func (s *Server) api(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return s.requireToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if e := checkWrite(r); e != nil {
+			writeError(w, e)
+			return
+		}
 		err := h(w, r)
 		if err == nil {
 			return

@@ -24,7 +24,10 @@ func TestNotConfigured(t *testing.T) {
 		{"GET", "/api/admin/quotas/analytics", ""},
 	} {
 		rec := httptest.NewRecorder()
-		s.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.target, strings.NewReader(tc.body)))
+		req := httptest.NewRequest(tc.method, tc.target, strings.NewReader(tc.body))
+		req.Host = "127.0.0.1:9090"
+		req.Header.Set("Content-Type", "application/json")
+		s.ServeHTTP(rec, req)
 		r := response{Code: rec.Code, Header: rec.Header(), Body: rec.Body.Bytes()}
 		wantError(t, r, http.StatusNotImplemented, "not_configured", "is not configured")
 	}
