@@ -126,7 +126,9 @@ func (s *Store) exec(batch []*call, cmds []*redis.Cmd) {
 	)
 	for _, c := range batch {
 		switch {
-		case c.state.Load() == abandoned:
+		case c.state.Load() == abandoned && c.op != 'U':
+			// An undo goes out even when its caller stopped waiting:
+			// dropping it would leave a refused request charged.
 			c.deliver(s, "", context.Canceled)
 		case c.op != 'D':
 			evals = append(evals, eval{calls: []*call{c}})
@@ -313,8 +315,11 @@ func (c *call) deliver(s *Store, res string, err error) {
 		close(c.done)
 		return
 	}
-	if err == nil && c.items != nil {
+	switch {
+	case err == nil && c.items != nil:
 		s.undoLater(c)
+	case err != nil && c.op == 'U':
+		s.logf("redisstore: undo %q: %v", c.keys[0], err)
 	}
 }
 
@@ -403,20 +408,24 @@ func (s *Store) waitAll(ctx context.Context, calls []*call) error {
 }
 
 // undoWait sends undo calls and waits for them as long as ctx allows;
-// they go on without it. Failures are logged: a charge that stays only
-// makes the limits stricter.
+// they go on without it: one the queue has no room for goes in the
+// background, one whose wait ends stays queued and is sent all the same.
+// Failures are logged: a charge that stays only makes the limits
+// stricter.
 func (s *Store) undoWait(ctx context.Context, undos []*call) {
 	if len(undos) == 0 {
 		return
 	}
 	s.stats.undone.Add(int64(len(undos)))
+	queued := undos[:0:0]
 	for _, u := range undos {
-		if err := s.send(context.WithoutCancel(ctx), u); err != nil {
-			s.logf("redisstore: undo %q: %v", u.keys[0], err)
-			return
+		if s.send(ctx, u) != nil {
+			s.undoAlone(u)
+			continue
 		}
+		queued = append(queued, u)
 	}
-	for _, u := range undos {
+	for _, u := range queued {
 		if s.wait(ctx, u) != nil {
 			return
 		}
@@ -434,6 +443,12 @@ func (s *Store) undoLater(c *call) {
 		return
 	}
 	s.stats.undone.Add(1)
+	s.undoAlone(u)
+}
+
+// undoAlone sends undo call u in a round trip of its own, in the
+// background (at once when the store is closed).
+func (s *Store) undoAlone(u *call) {
 	run := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
 		defer cancel()

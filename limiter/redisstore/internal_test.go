@@ -711,3 +711,65 @@ var (
 	hourly = quota.Calendar{Unit: quota.Hourly, Loc: time.UTC}
 	daily  = quota.Calendar{Unit: quota.Daily, Loc: time.UTC}
 )
+
+// stalling delays the script calls of one operation while armed, and
+// says when one began.
+type stalling struct {
+	*redis.Client
+	op      string
+	armed   atomic.Bool
+	entered chan struct{}
+}
+
+func (b *stalling) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	if len(args) > 0 && args[0] == b.op && b.armed.CompareAndSwap(true, false) {
+		close(b.entered)
+		time.Sleep(300 * time.Millisecond)
+	}
+	return b.Client.EvalSha(ctx, sha, keys, args...)
+}
+
+// TestUndoOutlivesItsWait checks that an undo whose caller stopped
+// waiting (the decision's bound ended while the only worker was busy)
+// is still sent: a refused request must not stay charged.
+func TestUndoOutlivesItsWait(t *testing.T) {
+	b := &stalling{Client: testenv.Redis(t), op: "R", entered: make(chan struct{})}
+	s := New(b, &Options{Prefix: testenv.Prefix(t), Workers: 1, Logf: t.Logf})
+	defer s.Close()
+	ctx := t.Context()
+	if err := s.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l := []limiter.Limit{{Name: "r", Key: "{a}a/r10m", Limit: 10, Window: 10 * time.Minute}}
+	c := s.decideCall(l, []item{s.newItem(&l[0], 1, time.Now(), nil)}, []int{0}, 1)
+	if err := s.send(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.wait(ctx, c); err != nil || c.err != nil || !c.allowed {
+		t.Fatalf("charge: %v, %v, allowed %v", err, c.err, c.allowed)
+	}
+	// Keep the worker busy with a refund, then give the undo 10 ms.
+	b.armed.Store(true)
+	refunded := make(chan struct{})
+	go func() {
+		defer close(refunded)
+		s.Refund(ctx, []limiter.Counter{{Key: "{z}z/q", Start: time.Unix(0, 0)}}, 1)
+	}()
+	<-b.entered
+	bound, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	s.undoWait(bound, []*call{s.undoCall(c, false)})
+	<-refunded
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		d, err := s.Decide(ctx, l, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Statuses[0].Used == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after the undo, the window still holds %d units, want 0", d.Statuses[0].Used)
+		}
+	}
+}
