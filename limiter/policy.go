@@ -229,7 +229,7 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	}
 	for i := range cfg.Rules {
 		r := &cfg.Rules[i]
-		p.rules[r.Subject] = r
+		p.rules[CanonicalSubject(r.Subject)] = r // rules stored before user ids were folded still apply
 		if !r.ExpiresAt.IsZero() {
 			p.expiries = append(p.expiries, r.ExpiresAt.UnixNano())
 		}
@@ -250,19 +250,29 @@ func (p *Policy) WithRules(rules []Rule) (*Policy, error) {
 }
 
 // pathMatcher compiles a route path: exact, prefix ("/api/*") or glob.
+// Patterns are cleaned like request paths (see CleanPath), so that
+// "/api/" and "/api" name the same route.
 func pathMatcher(pattern string) (func(string) bool, error) {
 	if !strings.HasPrefix(pattern, "/") {
 		return nil, fmt.Errorf("path %q must start with /", pattern)
 	}
 	if base, ok := strings.CutSuffix(pattern, "/*"); ok && !strings.ContainsAny(base, "*?[\\") {
+		base = path.Clean("/" + base)
 		prefix := base + "/"
+		if base == "/" {
+			return func(string) bool { return true }, nil
+		}
 		return func(p string) bool { return p == base || strings.HasPrefix(p, prefix) }, nil
 	}
 	if !strings.ContainsAny(pattern, "*?[\\") {
+		pattern = path.Clean(pattern)
 		return func(p string) bool { return p == pattern }, nil
 	}
 	if _, err := path.Match(pattern, ""); err != nil {
 		return nil, fmt.Errorf("path %q: %w", pattern, err)
+	}
+	if len(pattern) > 1 {
+		pattern = strings.TrimSuffix(pattern, "/")
 	}
 	return func(p string) bool {
 		ok, _ := path.Match(pattern, p)
@@ -270,18 +280,37 @@ func pathMatcher(pattern string) (func(string) bool, error) {
 	}, nil
 }
 
-// Match returns the first route matching method and path, or nil.
+// CleanPath is the form of a request path that routes are matched
+// against: rooted, with "//" collapsed, "." and ".." resolved and no
+// trailing slash (path.Clean). Matching the cleaned path means that
+// "/api//confirm", "/api/./confirm", "/api/confirm/" and
+// "/public/../api/confirm" meet the limits of "/api/confirm", which is
+// where an upstream that normalises paths sends them. Matching is
+// case-sensitive, as most upstreams' routing is. The request itself is
+// forwarded as sent; see the proxy's identify.
+func CleanPath(urlPath string) string {
+	if urlPath == "" || urlPath[0] != '/' {
+		urlPath = "/" + urlPath
+	}
+	return path.Clean(urlPath)
+}
+
+// Match returns the first route matching method and path, or nil. The
+// path is cleaned first (CleanPath). A route whose methods include GET
+// also matches HEAD, which servers answer as GET without the body.
 func (p *Policy) Match(method, urlPath string) *Route {
-	if i := p.match(method, urlPath); i >= 0 {
+	if i := p.match(method, CleanPath(urlPath)); i >= 0 {
 		return p.routes[i].Route
 	}
 	return nil
 }
 
-// match returns the index of the first matching route, or -1.
+// match returns the index of the first route matching method and the
+// cleaned urlPath, or -1.
 func (p *Policy) match(method, urlPath string) int {
 	for i, r := range p.routes {
-		if len(r.Methods) > 0 && !slices.Contains(r.Methods, method) {
+		if len(r.Methods) > 0 && !slices.Contains(r.Methods, method) &&
+			(method != "HEAD" || !slices.Contains(r.Methods, "GET")) {
 			continue
 		}
 		if r.match(urlPath) {
@@ -328,12 +357,31 @@ func (p *Policy) keySubject(k *Key) Subject {
 	if plan == "" {
 		plan = p.userPlan(k.User)
 	}
-	return Subject{ID: "key:" + k.ID, KeyID: k.ID, User: k.User, Plan: plan, key: k}
+	return Subject{ID: "key:" + k.ID, KeyID: k.ID, User: CanonicalUser(k.User), Plan: plan, key: k}
 }
 
 // ForUser returns the subject of a user known from a trusted header.
+// User ids are case-insensitive: id is canonicalised (CanonicalUser), so
+// that "Alice" and "alice" share one set of counters, as they share one
+// plan.
 func (p *Policy) ForUser(id string) Subject {
+	id = CanonicalUser(id)
 	return Subject{ID: "user:" + id, User: id, Plan: p.userPlan(id)}
+}
+
+// CanonicalUser returns the form of a user id that counters, rules and
+// the forwarded X-Gaia-User use: lower case, as the configuration's
+// users: and keys[].user are read. Every "user:<id>" subject is built
+// from it.
+func CanonicalUser(id string) string { return strings.ToLower(id) }
+
+// CanonicalSubject returns subject with a "user:" id canonicalised
+// (CanonicalUser); other subjects are returned as they are.
+func CanonicalSubject(subject string) string {
+	if id, ok := strings.CutPrefix(subject, "user:"); ok {
+		return "user:" + CanonicalUser(id)
+	}
+	return subject
 }
 
 // ForIP returns the subject of an anonymous caller.

@@ -372,6 +372,82 @@ func TestMatch(t *testing.T) {
 	}
 }
 
+// TestMatchCleanedPath: no spelling of a path escapes its route, and an
+// exempt prefix lends its exemption to nothing outside it.
+func TestMatchCleanedPath(t *testing.T) {
+	p, err := limiter.NewPolicy(limiter.PolicyConfig{Routes: []limiter.Route{
+		{Name: "confirm", Methods: []string{"GET"}, Path: "/api/confirm", Cost: 5},
+		{Name: "public", Path: "/public/*", Exempt: true},
+		{Name: "docs", Path: "/docs/"},         // a trailing slash in the pattern
+		{Name: "items", Path: "/v1/*/items/"},  // also in a glob
+		{Name: "uploads", Path: "/uploads/*/"}, // a glob, not a prefix
+		{Name: "post", Methods: []string{"POST"}, Path: "/api/post"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		method, path, want string
+	}{
+		{"GET", "/api/confirm", "confirm"},
+		{"GET", "/api/confirm/", "confirm"},
+		{"GET", "//api/confirm", "confirm"},
+		{"GET", "/api/./confirm", "confirm"},
+		{"GET", "/api//confirm", "confirm"},
+		{"GET", "/api/confirm/.", "confirm"},
+		{"GET", "/api/x/../confirm", "confirm"},
+		{"GET", "/public/../api/confirm", "confirm"},
+		{"GET", "/public/../../api/confirm", "confirm"},
+		{"GET", "/public/./../api/confirm/", "confirm"},
+		{"GET", "api/confirm", "confirm"}, // not rooted
+		{"HEAD", "/api/confirm", "confirm"},
+		{"HEAD", "/api//confirm/", "confirm"},
+		{"POST", "/api/confirm", ""},
+		{"HEAD", "/api/post", ""},   // HEAD follows GET only
+		{"GET", "/API/confirm", ""}, // case-sensitive
+		{"GET", "/public/x", "public"},
+		{"GET", "/public//x/./y", "public"},
+		{"GET", "/public", "public"},
+		{"GET", "/public/..", ""},
+		{"GET", "/docs", "docs"},
+		{"GET", "/docs/", "docs"},
+		{"GET", "/v1/a/items", "items"},
+		{"GET", "/v1/a//items/", "items"},
+		{"GET", "/uploads/a", "uploads"},
+		{"GET", "/", ""},
+		{"GET", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			got := ""
+			if r := p.Match(tc.method, tc.path); r != nil {
+				got = r.Name
+			}
+			if got != tc.want {
+				t.Errorf("Match(%q, %q) = %q, want %q", tc.method, tc.path, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCleanPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                       "/",
+		"/":                      "/",
+		"//":                     "/",
+		"/a/":                    "/a",
+		"a/b":                    "/a/b",
+		"/a/./b//c/":             "/a/b/c",
+		"/public/../api/confirm": "/api/confirm",
+		"/../../etc/passwd":      "/etc/passwd",
+		"/public/%2e%2e/x":       "/public/%2e%2e/x", // decoded before it gets here
+	} {
+		if got := limiter.CleanPath(in); got != want {
+			t.Errorf("CleanPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestLookupKey(t *testing.T) {
 	p := newPolicy(t)
 	tests := []struct {
@@ -436,6 +512,53 @@ func TestSubjects(t *testing.T) {
 	}
 	if s := q.ForIP("192.0.2.1"); s.Plan != "free" {
 		t.Errorf("ForIP with AnonymousPlan free: plan %q", s.Plan)
+	}
+}
+
+// TestUserIDsFold: every spelling of a user id is one subject with one
+// set of counters, the same as its keys', and rules on it apply to all.
+func TestUserIDsFold(t *testing.T) {
+	now := time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC)
+	p := newPolicy(t, limiter.Rule{ID: "r1", Subject: "user:Carol", Limits: limiter.Limits{Rate: []limiter.Spec{rate(7, time.Second)}}})
+	var keyKeys []string
+	for _, l := range p.Limits(nil, key(t, p, "alice-dev-secret"), nil, now) {
+		keyKeys = append(keyKeys, l.Key)
+	}
+	keyLimits := strings.Join(keyKeys, " ")
+	for _, id := range []string{"alice", "Alice", "ALICE", "aLiCe"} {
+		s := p.ForUser(id)
+		if s.ID != "user:alice" || s.User != "alice" || s.Plan != "pro" {
+			t.Errorf("ForUser(%q) = %+v, want user:alice on pro", id, s)
+		}
+		var quotas []string
+		for _, l := range p.Limits(nil, s, nil, now) {
+			if l.Period != nil {
+				quotas = append(quotas, l.Key)
+			}
+		}
+		if want := "{user:alice}user:alice/qmonthly"; strings.Join(quotas, ",") != want || !strings.Contains(keyLimits, want) {
+			t.Errorf("ForUser(%q) quotas %q, want %q as alice's keys (%s)", id, quotas, want, keyLimits)
+		}
+	}
+	for _, id := range []string{"carol", "CAROL"} {
+		if got := brief(p.Limits(nil, p.ForUser(id), nil, now)); !strings.Contains(got, "carol-1s=7") {
+			t.Errorf("ForUser(%q) limits %s, want the rule on user:Carol (carol-1s=7)", id, got)
+		}
+	}
+	cfg := config()
+	cfg.Keys = append(cfg.Keys, limiter.Key{ID: "mixed", Hash: sha256.Sum256([]byte("mixed")), User: "Alice"})
+	q, err := limiter.NewPolicy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := key(t, q, "mixed"); s.User != "alice" {
+		t.Errorf("key with user Alice: User %q, want alice", s.User)
+	}
+	if got := limiter.CanonicalSubject("user:Bob"); got != "user:bob" {
+		t.Errorf("CanonicalSubject(user:Bob) = %q", got)
+	}
+	if got := limiter.CanonicalSubject("key:Acme"); got != "key:Acme" {
+		t.Errorf("CanonicalSubject(key:Acme) = %q, want it unchanged", got)
 	}
 }
 

@@ -181,6 +181,14 @@ func (p *Proxy) identify(next http.Handler) http.Handler {
 			}
 			x.subject, x.keyHeader = subj, header
 		}
+		// Routes match the cleaned path (limiter.CleanPath: "//" collapsed,
+		// "." and ".." resolved, no trailing slash), so no spelling of a
+		// path escapes its route's limits or borrows an exempt route's
+		// prefix ("/public/../api/confirm" is "/api/confirm"). The request
+		// is still forwarded as the client sent it: rewriting it could
+		// change what a strict upstream serves (a meaningful trailing
+		// slash, an encoded "%2F"), and an upstream that normalises lands
+		// on the same cleaned path we matched and charged.
 		x.route = s.Policy.Match(r.Method, r.URL.Path)
 		x.exempt = x.route != nil && x.route.Exempt
 		x.cost = limiter.Cost(x.route)

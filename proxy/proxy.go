@@ -141,25 +141,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.handler.ServeHTTP(w, withExchange(r, x))
 }
 
-// rewrite builds the upstream request (SPEC §4.4): client-sent X-Gaia-*
-// headers go, so does the user header from untrusted peers; then the
-// identity headers are set and X-Forwarded-* added, keeping the chain a
-// trusted peer sent.
+// rewrite builds the upstream request (SPEC §4.4): the headers dropHeader
+// names go; then the identity headers are set and X-Forwarded-* added,
+// keeping the chain a trusted peer sent.
 func (p *Proxy) rewrite(up *url.URL) func(*httputil.ProxyRequest) {
 	return func(pr *httputil.ProxyRequest) {
 		x := exchangeFrom(pr.In.Context())
 		h := pr.Out.Header
+		id := &x.settings.Identity
 		for name := range h {
-			if len(name) > 7 && strings.EqualFold(name[:7], "X-Gaia-") {
+			if dropHeader(name, id, x.peer.trusted, x.keyHeader) {
 				delete(h, name)
 			}
-		}
-		id := &x.settings.Identity
-		if !x.peer.trusted && id.UserHeader != "" {
-			h.Del(id.UserHeader)
-		}
-		if id.StripAPIKey && x.keyHeader != "" {
-			h.Del(x.keyHeader)
 		}
 		if x.peer.trusted {
 			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
@@ -181,6 +174,82 @@ func (p *Proxy) rewrite(up *url.URL) func(*httputil.ProxyRequest) {
 			}
 		}
 	}
+}
+
+// clientAddrHeaders name the caller's address to upstreams that believe
+// them (nginx's real_ip, many frameworks). Only a trusted peer may send
+// them; the X-Forwarded-* headers and Forwarded are the ReverseProxy's.
+var clientAddrHeaders = [...]string{"X-Real-Ip", "Client-Ip", "X-Client-Ip", "True-Client-Ip"}
+
+// forwardedHeaders are set by the ReverseProxy, which drops the client's
+// own before rewrite runs; their aliases (sameHeader) are dropHeader's.
+var forwardedHeaders = [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
+// dropHeader reports whether a client-sent header must not reach the
+// upstream: any X-Gaia-* header; the user header from an untrusted peer;
+// the API key header that carried the key, when keys are stripped; the
+// client-address headers from an untrusted peer. Names compare as CGI
+// upstreams (WSGI, Rack, PHP, ...) see them, case-insensitively and with
+// '_' for '-' (sameHeader): "X_User_ID" would reach them as the
+// HTTP_X_USER_ID of "X-User-ID". Such an alias of an identity, API key,
+// client-address or forwarding header is dropped from every peer, trusted
+// or not: gaia-proxy reads only the real name, so the alias could only
+// tell the upstream something we did not check, and a trusted front
+// proxy often passes its clients' headers through.
+func dropHeader(name string, id *Identity, trusted bool, keyHeader string) bool {
+	if len(name) > 7 && sameHeader(name[:7], "X-Gaia-") {
+		return true
+	}
+	alias := strings.IndexByte(name, '_') >= 0
+	if id.UserHeader != "" && sameHeader(name, id.UserHeader) {
+		return !trusted || !strings.EqualFold(name, id.UserHeader)
+	}
+	for _, k := range id.APIKeyHeaders {
+		if sameHeader(name, k) {
+			return !strings.EqualFold(name, k) || id.StripAPIKey && strings.EqualFold(name, keyHeader)
+		}
+	}
+	if !alias && trusted {
+		return false
+	}
+	for _, a := range clientAddrHeaders {
+		if sameHeader(name, a) {
+			return true
+		}
+	}
+	for _, f := range forwardedHeaders {
+		if alias && sameHeader(name, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameHeader reports whether header names a and b are equal to a CGI
+// upstream: ASCII case-insensitively, with '_' and '-' alike.
+func sameHeader(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if ca == '_' {
+			ca = '-'
+		}
+		if cb == '_' {
+			cb = '-'
+		}
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
 }
 
 // modifyResponse puts our rate-limit headers in place of any the
