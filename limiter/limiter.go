@@ -37,13 +37,17 @@ type Options struct {
 	FailureMode FailureMode
 	// Fallback returns a new, empty store to decide in FailureLocal mode,
 	// typically func() limiter.Store { return memstore.New(nil) }. New
-	// calls it, and so does the first failure after a success, so each
-	// outage starts from the ledger rather than from counters an earlier
-	// one left behind. The Limiter cannot make one itself (memstore imports
+	// calls it, and so does a failure a minute or more after the last,
+	// so each outage starts from the ledger rather than from counters an
+	// earlier one left behind. The Limiter cannot make one itself (memstore imports
 	// limiter), so FailureLocal requires it: nil makes an outage fail
 	// closed, and the log line that reports the outage says why.
 	// Ignored in the other modes.
 	Fallback func() Store
+	// LedgerTimeout bounds the ledger's Load when a decision seeds quota
+	// counters; past it they start from zero, as when the ledger is
+	// down. Zero means 1s.
+	LedgerTimeout time.Duration
 	// Timeout bounds every round trip to the primary store (config
 	// redis.timeout); past it the failure mode applies. Zero means 50ms;
 	// negative means no bound, for a store that cannot hang (memstore),
@@ -74,7 +78,8 @@ type Options struct {
 // The store given to New is the primary (Redis, shared by replicas). A
 // round trip to it gives up after Options.Timeout, so a dead store never
 // holds a request longer than that (a decision makes one round trip, or
-// three when it seeds quota counters). A decision the primary fails
+// three when it seeds quota counters, with a ledger Load between, which
+// gives up after Options.LedgerTimeout). A decision the primary fails
 // follows Options.FailureMode:
 //
 //   - FailureLocal: a fallback store in this process decides, with the
@@ -114,14 +119,15 @@ type Options struct {
 //     fallback's count until the primary's counter has been charged past
 //     it in Seq, and the primary's count, without the local usage, after.
 type Limiter struct {
-	store   Store // the primary, bounded by the timeout
-	ledger  Ledger
-	logf    func(format string, args ...any)
-	name    string
-	mode    FailureMode
-	timeout time.Duration
-	br      breaker
-	held    *held // nil unless Options.HoldRefusals
+	store         Store // the primary, bounded by the timeout
+	ledger        Ledger
+	logf          func(format string, args ...any)
+	name          string
+	mode          FailureMode
+	timeout       time.Duration
+	ledgerTimeout time.Duration
+	br            breaker
+	held          *held // nil unless Options.HoldRefusals
 
 	ledgerLogged atomic.Int64 // when the ledger's failure was last logged
 }
@@ -131,9 +137,12 @@ func New(store Store, o *Options) *Limiter {
 	if o == nil {
 		o = &Options{}
 	}
-	l := &Limiter{ledger: o.Ledger, logf: o.Logf, name: o.Name, mode: o.FailureMode, timeout: o.Timeout}
+	l := &Limiter{ledger: o.Ledger, logf: o.Logf, name: o.Name, mode: o.FailureMode, timeout: o.Timeout, ledgerTimeout: o.LedgerTimeout}
 	if l.logf == nil {
 		l.logf = log.Printf
+	}
+	if l.ledgerTimeout <= 0 {
+		l.ledgerTimeout = time.Second
 	}
 	if l.name == "" {
 		l.name = "store"
@@ -278,8 +287,11 @@ func (l *Limiter) seed(ctx context.Context, s Store, d *Decision) error {
 	}
 	var values []CounterValue
 	if l.ledger != nil {
+		lctx, cancel := context.WithTimeout(ctx, l.ledgerTimeout)
 		var err error
-		if values, err = l.ledger.Load(ctx, counters); err != nil {
+		values, err = l.ledger.Load(lctx, counters)
+		cancel()
+		if err != nil {
 			l.logLedgerDown(len(counters), err)
 			values = nil
 		}

@@ -136,3 +136,34 @@ func TestLimiterReset(t *testing.T) {
 		t.Errorf("after the second Reset: %+v, %v, want rate and quota at 0, quota seq 34", d.Statuses, err)
 	}
 }
+
+// stuckLedger's Load answers only when its context ends.
+type stuckLedger struct{ ledger }
+
+func (l *stuckLedger) Load(ctx context.Context, _ []limiter.Counter) ([]limiter.CounterValue, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(10 * time.Second):
+		return nil, errors.New("Load was given 10 s and no deadline")
+	}
+}
+
+// TestSeedBoundsLedger checks that a ledger that does not answer holds a
+// decision that seeds quota counters only until Options.LedgerTimeout:
+// the counters then start from zero, as when the ledger is down.
+func TestSeedBoundsLedger(t *testing.T) {
+	var logged []string
+	lim := limiter.New(memstore.New(func() time.Time { return now }), &limiter.Options{
+		Ledger: &stuckLedger{}, LedgerTimeout: 20 * time.Millisecond,
+		Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) },
+	})
+	q := []limiter.Limit{{Name: "q", Key: "{user:a}q", Limit: 10, Period: daily}}
+	d, err := lim.Decide(t.Context(), q, 1)
+	if err != nil || !d.Allowed || d.Statuses[0].Used != 1 {
+		t.Fatalf("Decide = %+v, %v; want allowed, used 1 (seeded from zero)", d, err)
+	}
+	if len(logged) != 1 || !strings.Contains(logged[0], "deadline exceeded") {
+		t.Errorf("logged %q, want one line saying the ledger gave no answer in time", logged)
+	}
+}
