@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -331,7 +332,7 @@ func checkShape(path string, val any, t reflect.Type) []error {
 	case t.Kind() == reflect.Struct:
 		m, ok := val.(map[string]any)
 		if !ok {
-			return bad("must be a mapping, got %s", show(val))
+			return bad("must be a mapping, got %s", kind(val))
 		}
 		fs := fields(t)
 		var errs []error
@@ -347,7 +348,7 @@ func checkShape(path string, val any, t reflect.Type) []error {
 	case t.Kind() == reflect.Map:
 		m, ok := val.(map[string]any)
 		if !ok {
-			return bad("must be a mapping, got %s", show(val))
+			return bad("must be a mapping, got %s", kind(val))
 		}
 		var errs []error
 		for _, k := range slices.Sorted(maps.Keys(m)) {
@@ -364,12 +365,12 @@ func checkShape(path string, val any, t reflect.Type) []error {
 				}
 			}
 		default:
-			return bad("must be a list of strings, got %s", show(val))
+			return bad("must be a list of strings, got %s", kind(val))
 		}
 	case t.Kind() == reflect.Slice:
 		l, ok := val.([]any)
 		if !ok {
-			return bad("must be a list, got %s", show(val))
+			return bad("must be a list, got %s", kind(val))
 		}
 		var errs []error
 		for i, e := range l {
@@ -438,7 +439,7 @@ func toDuration(v any) (time.Duration, error) {
 	case string:
 		p, err := time.ParseDuration(strings.TrimSpace(d))
 		if err != nil {
-			return 0, fmt.Errorf("invalid duration %q", d)
+			return 0, fmt.Errorf("invalid duration %s", showString(d))
 		}
 		return p, nil
 	case int, int64, uint64, float64:
@@ -471,17 +472,52 @@ func decodeHook(_, to reflect.Type, data any) (any, error) {
 	return data, nil
 }
 
-// show renders a YAML value for an error message.
+// show renders a YAML value for an error message about a scalar key:
+// a string through showString, since it may hold a secret.
 func show(v any) string {
-	switch v := v.(type) {
+	if s, ok := v.(string); ok {
+		return showString(s)
+	}
+	return kind(v)
+}
+
+// kind renders a YAML value for an error message about a section or a
+// list: what it is, and a string not at all. A string where a section
+// belongs is most often a DSN or a token one level too high
+// (database: "postgres://user:password@..."), and these messages reach
+// the log and, on a refused reload, the unauthenticated /health.
+func kind(v any) string {
+	switch v.(type) {
 	case map[string]any:
 		return "a mapping"
 	case []any:
 		return "a list"
 	case string:
-		return strconv.Quote(v)
+		return "a string"
 	}
 	return fmt.Sprint(v)
+}
+
+// showString quotes a string for an error message without a secret it
+// may hold: a URL loses its user info (a password, or a token given as
+// the user name), and a string that may hold a secret otherwise (a URL
+// that does not parse, a key=value DSN, anything with "@") is not
+// shown at all.
+func showString(s string) string {
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			return "a URL that does not parse (not shown)"
+		}
+		if u.User != nil {
+			u.User = url.User("xxxxx")
+		}
+		return strconv.Quote(u.String())
+	}
+	if strings.Contains(s, "@") || strings.Contains(strings.ToLower(s), "password") {
+		return "a string that may hold a secret (not shown)"
+	}
+	return strconv.Quote(s)
 }
 
 // join appends key k to path.

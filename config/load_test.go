@@ -143,6 +143,7 @@ redis: {url: "redis://file:6379"}
 		{name: "typed flag", flags: map[string]any{"upstream_timeout": 5 * time.Second}, get: func(c *Config) any { return c.UpstreamTimeout }, want: 5 * time.Second},
 		{name: "flags only", noFile: true, flags: map[string]any{"upstream": "http://flag:9000"}, get: func(c *Config) any { return c.Upstream }, want: "http://flag:9000"},
 		{name: "bad env value", env: []string{"GAIA_REDIS_TIMEOUT=fast"}, wantErrs: []string{`redis.timeout: invalid duration "fast" (from GAIA_REDIS_TIMEOUT)`}},
+		{name: "bad env value, secret", env: []string{"GAIA_REDIS_TIMEOUT=redis://:s3cret@redis.internal:6379"}, wantErrs: []string{`redis.timeout: invalid duration "redis://xxxxx@redis.internal:6379" (from GAIA_REDIS_TIMEOUT)`}},
 		{name: "unknown flag key", flags: map[string]any{"lisen": ":1"}, wantErrs: []string{`lisen: unknown key (did you mean "listen"?) (from flags)`}},
 		{name: "env is validated", env: []string{"GAIA_ADMIN_LISTEN=0.0.0.0:9090"}, wantErrs: []string{"admin.token: required when admin.listen is not a loopback address"}},
 	}
@@ -156,6 +157,9 @@ redis: {url: "redis://file:6379"}
 			if tc.wantErrs != nil {
 				if err == nil {
 					t.Fatal("got no error")
+				}
+				if strings.Contains(err.Error(), "s3cret") {
+					t.Errorf("the error shows a secret: %v", err)
 				}
 				for _, w := range tc.wantErrs {
 					if !strings.Contains(err.Error(), w) {
