@@ -170,6 +170,8 @@ func parseRule(body []byte, pol *limiter.Policy, now time.Time) (limiter.Rule, e
 		if _, ok := pol.KeyByID(id); !ok {
 			return limiter.Rule{}, badRequest("subject: key %q is not configured", short(id))
 		}
+	case "user":
+		rule.Subject = limiter.CanonicalSubject(b.Subject) // user ids fold to lower case, as the Policy counts them
 	case "plan":
 		name, ok := planName(pol, id)
 		if !ok {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
@@ -34,7 +35,8 @@ type violationList struct {
 // parseViolationQuery reads the parameters of GET
 // /api/admin/quotas/violations.
 func parseViolationQuery(p params) (quota.ViolationQuery, error) {
-	q := quota.ViolationQuery{Subject: p.str("subject"), Cursor: p.str("cursor")}
+	// Recorded user subjects carry the canonical id (limiter.CanonicalUser).
+	q := quota.ViolationQuery{Subject: limiter.CanonicalSubject(p.str("subject")), Cursor: p.str("cursor")}
 	var err error
 	if q.Since, err = p.time("since", time.Time{}); err != nil {
 		return q, err

@@ -231,6 +231,9 @@ func (v *validator) plans() {
 			}
 		}
 	}
+	// User ids are case-insensitive (limiter.CanonicalUser). viper folds
+	// map keys already; a Config built in code is folded here, and two
+	// spellings of one id are an error rather than one silently winning.
 	for _, id := range slices.Sorted(maps.Keys(c.Users)) {
 		u, key := c.Users[id], "users."+id
 		u.Plan = strings.ToLower(u.Plan)
@@ -238,7 +241,17 @@ func (v *validator) plans() {
 			v.planRef(key+".plan", u.Plan)
 		}
 		v.limits(key, u.Limits)
-		c.Users[id] = u
+		canon := limiter.CanonicalUser(id)
+		if canon == id {
+			c.Users[id] = u
+			continue
+		}
+		if _, dup := c.Users[canon]; dup {
+			v.bad(key, "names the same user as users.%s (user ids are case-insensitive)", canon)
+			continue
+		}
+		delete(c.Users, id)
+		c.Users[canon] = u
 	}
 }
 
@@ -272,7 +285,7 @@ func (v *validator) keys() {
 				secrets[sum] = i
 			}
 		}
-		k.Plan, k.User = strings.ToLower(k.Plan), strings.ToLower(k.User)
+		k.Plan, k.User = strings.ToLower(k.Plan), limiter.CanonicalUser(k.User)
 		if k.Plan != "" {
 			v.planRef(key+".plan", k.Plan)
 		}

@@ -1,0 +1,33 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestValidateFoldsUserIDs: user ids are case-insensitive, also in a
+// Config built in code, and two spellings of one id are an error.
+func TestValidateFoldsUserIDs(t *testing.T) {
+	c := defaultConfig()
+	c.Upstream = "http://127.0.0.1:9000"
+	c.Plans = map[string]Plan{"free": {}, "pro": {}, "anonymous": {}}
+	c.Users = map[string]User{"Alice": {Plan: "Pro"}, "bob": {}}
+	c.Keys = []Key{{ID: "k", Key: "secret", User: "ALICE"}}
+	for i := range 2 { // twice: normalising is idempotent
+		if err := c.Validate(); err != nil {
+			t.Fatalf("Validate #%d: %v", i+1, err)
+		}
+	}
+	if u, ok := c.Users["alice"]; !ok || u.Plan != "pro" || len(c.Users) != 2 {
+		t.Errorf("users = %+v, want alice (pro) and bob", c.Users)
+	}
+	if c.Keys[0].User != "alice" {
+		t.Errorf("keys[0].user = %q, want alice", c.Keys[0].User)
+	}
+
+	c.Users = map[string]User{"Alice": {}, "alice": {}}
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "users.Alice: names the same user as users.alice") {
+		t.Errorf("Validate with users Alice and alice: %v, want users.Alice named", err)
+	}
+}
