@@ -398,6 +398,7 @@ func (s *Store) undoCall(c *call, onlyShadow bool) *call {
 		return nil
 	}
 	u.blob = append(packer{}.u16(n), p...)
+	s.once(u)
 	return u
 }
 

@@ -1,10 +1,12 @@
 package redisstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -771,5 +773,136 @@ func TestUndoOutlivesItsWait(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("5 s after the undo, the window still holds %d units, want 0", d.Statuses[0].Used)
 		}
+	}
+}
+
+// replyEater relays connections to Redis; armed, it swallows the reply to
+// the next command that contains pat and cuts that connection: the
+// command ran, its caller saw a broken connection, and go-redis sends it
+// again on a new one.
+type replyEater struct {
+	ln    net.Listener
+	to    string
+	pat   []byte
+	armed atomic.Bool
+}
+
+func (p *replyEater) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go p.relay(c)
+	}
+}
+
+func (p *replyEater) relay(c net.Conn) {
+	u, err := net.Dial("tcp", p.to)
+	if err != nil {
+		c.Close()
+		return
+	}
+	var eat atomic.Bool
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if bytes.Contains(buf[:n], p.pat) && p.armed.CompareAndSwap(true, false) {
+					eat.Store(true)
+				}
+				u.Write(buf[:n])
+			}
+			if err != nil {
+				u.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := u.Read(buf)
+		if n > 0 && eat.Load() {
+			break
+		}
+		if n > 0 {
+			c.Write(buf[:n])
+		}
+		if err != nil {
+			break
+		}
+	}
+	c.Close()
+	u.Close()
+}
+
+// TestRefundRunsOnce checks that a refund whose reply was lost, which
+// go-redis then sends again, gives the units back once.
+func TestRefundRunsOnce(t *testing.T) {
+	direct := testenv.Redis(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p := &replyEater{ln: ln, to: direct.Options().Addr, pat: []byte("$1\r\nR\r\n")}
+	go p.serve()
+	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String()})
+	defer rdb.Close()
+	s := New(rdb, &Options{Prefix: testenv.Prefix(t), Logf: t.Logf})
+	defer s.Close()
+	ctx := t.Context()
+	q := []limiter.Limit{{Name: "q", Key: "{u}u/qhourly", Limit: 100, Period: hourly, Refundable: true}}
+	d, err := s.Decide(ctx, q, 0)
+	if err != nil || len(d.Missing) != 1 {
+		t.Fatalf("Decide = %+v, %v; want the counter missing", d, err)
+	}
+	if err := s.Seed(ctx, []limiter.CounterValue{{Counter: d.Statuses[0].Counter, Used: 5, Seq: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	p.armed.Store(true)
+	v, err := s.Refund(ctx, []limiter.Counter{d.Statuses[0].Counter}, 1)
+	if err != nil || len(v) != 1 || v[0].Used != 4 || v[0].Seq != 2 {
+		t.Errorf("Refund = %+v, %v; want used 4, seq 2", v, err)
+	}
+	if p.armed.Load() {
+		t.Fatal("the refund's reply was not lost: the test tested nothing")
+	}
+	if d, err := s.Decide(ctx, q, 0); err != nil || d.Statuses[0].Used != 4 {
+		t.Errorf("after refunding 1 of 5: %+v, %v; want used 4", d.Statuses, err)
+	}
+}
+
+// TestUndoRunsOnce checks that an undo sent twice takes its charge back
+// once: the second run leaves another request's unit in place.
+func TestUndoRunsOnce(t *testing.T) {
+	rdb := testenv.Redis(t)
+	s := New(rdb, &Options{Prefix: testenv.Prefix(t), Logf: t.Logf})
+	defer s.Close()
+	ctx := t.Context()
+	if err := s.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l := []limiter.Limit{{Name: "r", Key: "{a}a/r10m", Limit: 10, Window: 10 * time.Minute}}
+	charge := func() *call {
+		c := s.decideCall(l, []item{s.newItem(&l[0], 1, time.Now(), nil)}, []int{0}, 1)
+		if err := s.send(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.wait(ctx, c); err != nil || c.err != nil || !c.allowed {
+			t.Fatalf("charge: %v, %v, allowed %v", err, c.err, c.allowed)
+		}
+		return c
+	}
+	u := s.undoCall(charge(), false)
+	charge()
+	for range 2 {
+		if err := rdb.EvalSha(ctx, s.script.sha, u.keys, "U", []byte(u.blob)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, err := s.Decide(ctx, l, 0); err != nil || d.Statuses[0].Used != 1 {
+		t.Errorf("two charges, one undo sent twice: %+v, %v; want used 1", d.Statuses, err)
 	}
 }

@@ -174,13 +174,16 @@ const (
 //go:embed store.lua
 var source string
 
-// storeScript is store.lua with SPAN set from limiter.Buckets.
+// storeScript is store.lua with SPAN set from limiter.Buckets and
+// MARKER_TTL from markerTTL.
 var storeScript = func() *script {
-	const line = "local SPAN = 51"
-	if !strings.Contains(source, line) {
-		panic("redisstore: store.lua lost its SPAN line")
+	src := source
+	for line, v := range map[string]int{"local SPAN = 51": limiter.Buckets + 1, "local MARKER_TTL = 30": markerTTL} {
+		if !strings.Contains(src, line) {
+			panic("redisstore: store.lua lost its line " + line)
+		}
+		src = strings.Replace(src, line, line[:strings.LastIndexByte(line, ' ')+1]+strconv.Itoa(v), 1)
 	}
-	src := strings.Replace(source, line, "local SPAN = "+strconv.Itoa(limiter.Buckets+1), 1)
 	return newScript(src)
 }()
 
@@ -261,6 +264,7 @@ type Store struct {
 	stats struct {
 		decisions, calls, roundTrips, undone, loads atomic.Int64
 	}
+	ops opIDs // names undo, refund and reset calls for their markers
 }
 
 var _ limiter.Store = (*Store)(nil)
@@ -298,6 +302,7 @@ func New(rdb rediser, o *Options) *Store {
 	if s.maxBatch <= 0 {
 		s.maxBatch = defaultMaxBatch
 	}
+	s.ops.start()
 	workers := o.Workers
 	if workers <= 0 {
 		workers = defaultWorkers
@@ -748,6 +753,9 @@ func (s *Store) Refund(ctx context.Context, counters []limiter.Counter, cost int
 		unique = append(unique, c)
 		calls[g].keys = append(calls[g].keys, s.quotaKey(c.Key, c.Start))
 	}
+	for _, c := range calls {
+		s.once(c)
+	}
 	fail := func(err error) error {
 		return fmt.Errorf("redisstore: refund %q: %w: %w", counters[0].Key, limiter.ErrUnavailable, err)
 	}
@@ -760,8 +768,8 @@ func (s *Store) Refund(ctx context.Context, counters []limiter.Counter, cost int
 		if c.err != nil {
 			return nil, fail(c.err)
 		}
-		if len(c.res) != 16*len(c.keys) {
-			return nil, fail(fmt.Errorf("script replied %d bytes for %d counters", len(c.res), len(c.keys)))
+		if n := len(c.keys) - 1; len(c.res) != 16*n {
+			return nil, fail(fmt.Errorf("script replied %d bytes for %d counters", len(c.res), n))
 		}
 		if used, seq := num(c.res, 16*r.k), num(c.res, 16*r.k+8); used >= 0 {
 			values = append(values, limiter.CounterValue{Counter: unique[i], Used: used, Seq: seq})
@@ -805,6 +813,7 @@ func (s *Store) Reset(ctx context.Context, limits []limiter.Limit) ([]limiter.Co
 			}
 		}
 		c.blob = p
+		s.once(c)
 		calls[g] = c
 	}
 	fail := func(err error) error {

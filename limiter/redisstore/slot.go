@@ -1,6 +1,12 @@
 package redisstore
 
-import "strings"
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"strconv"
+	"strings"
+	"sync/atomic"
+)
 
 // numSlots is the number of Redis Cluster hash slots.
 const numSlots = 16384
@@ -55,3 +61,35 @@ var crcTable = func() (t [256]uint16) {
 	}
 	return t
 }()
+
+// Undo, refund and reset calls are not idempotent, and go-redis sends a
+// command again when its reply is lost (a read timeout, a reset
+// connection; a cluster client also on its way to another node): a
+// refund or an undo run twice gives back units that were used. So each
+// such call carries, as its last key, a marker in the slot of its
+// counters, named by an id of its own: the script stores its reply
+// there, for markerTTL, and a second run finds it and returns it,
+// changing nothing.
+const markerTTL = 30 // seconds; retries of one command end well before
+
+// opIDs makes ids unique to a call: counted up from a random start, so
+// that the stores of different processes do not meet.
+type opIDs struct{ next atomic.Uint64 }
+
+func (o *opIDs) start() {
+	var b [8]byte
+	rand.Read(b[:])
+	o.next.Store(binary.LittleEndian.Uint64(b[:]) >> 1)
+}
+
+func (o *opIDs) id() string { return strconv.FormatUint(o.next.Add(1), 36) }
+
+// once gives c, whose keys are all in one slot, its marker key, last.
+func (s *Store) once(c *call) {
+	k := c.keys[0]
+	tag := k[:tagEnd(k)+1] // a stored key always has one
+	if tag == "" {
+		tag = "{" + k + "}"
+	}
+	c.keys = append(c.keys, tag+":once:"+s.ops.id())
+}

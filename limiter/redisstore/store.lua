@@ -180,6 +180,26 @@ local function writeOwner(key, recs, stamp)
   end
 end
 
+-- Undo, Refund and Reset run once: KEYS ends with a marker key of the
+-- call's own (in the slot of its counters). A second run, a client
+-- sending the call again after losing its reply, finds the reply
+-- stored there and returns it, changing nothing (redisstore's once).
+local MARKER_TTL = 30 -- seconds, set by redisstore.go
+local marker
+if op == 'U' or op == 'R' or op == 'X' then
+  marker = KEYS[#KEYS]
+  local prev = rcall('GET', marker)
+  if prev then
+    return prev
+  end
+end
+
+-- done stores reply in the call's marker and returns it.
+local function done(reply)
+  rcall('SET', marker, reply, 'EX', MARKER_TTL)
+  return reply
+end
+
 -- Decide decides a batch of requests, one after the other, each as if
 -- alone. ARGV[2] holds every number and string of the batch, ARGV[3] the
 -- format that unpacks it in one call:
@@ -689,7 +709,8 @@ end
 -- value. Arguments: number of counters (uint16), then per counter: kind
 -- (byte: 1 rate, 2 quota), cost, the charged bucket (rate) or the seq
 -- after the charge (quota), and for a window its idg length (byte) and
--- idg. KEYS: the counters (a window's string). Reply: empty.
+-- idg. KEYS: the counters (a window's string), then the marker. Reply:
+-- empty.
 if op == 'U' then
   local blob = ARGV[2]
   local n, pos = sunpack('<H', blob)
@@ -728,7 +749,7 @@ if op == 'U' then
       rcall('SET', key, spack('<ddd', math.max(used - c, 0), seq, e), 'KEEPTTL')
     end
   end
-  return ''
+  return done('')
 end
 
 -- Seed sets quota counters that do not exist. Arguments: TTL (ms) until
@@ -747,7 +768,8 @@ if op == 'S' then
 end
 
 -- Refund gives cost back to quota counters whose period has not ended.
--- Arguments: now (< 0: Redis TIME), cost. KEYS: the counters, distinct.
+-- Arguments: now (< 0: Redis TIME), cost. KEYS: the counters, distinct,
+-- then the marker.
 -- Reply: per counter, used and seq after the refund, or -1 and -1 when
 -- skipped.
 if op == 'R' then
@@ -756,7 +778,7 @@ if op == 'R' then
     t = now()
   end
   local out = {}
-  for i = 1, #KEYS do
+  for i = 1, #KEYS - 1 do
     local s = rcall('GET', KEYS[i])
     local used, seq, e = -1, -1, 0
     if s then
@@ -770,7 +792,7 @@ if op == 'R' then
     end
     out[i] = spack('<dd', used, seq)
   end
-  return concat(out)
+  return done(concat(out))
 end
 
 -- Reset drops rate windows, and sets quota counters of the period
@@ -779,7 +801,7 @@ end
 -- limit: kind (byte: 1 rate, 2 quota), and for a window its idg length
 -- (byte) and idg, for a quota the number of candidate periods (byte) and
 -- the end of each, ascending. KEYS: per limit its window's string, or the
--- counters of its candidate periods. Reply: per limit, the seq after the
+-- counters of its candidate periods; then the marker. Reply: per limit, the seq after the
 -- reset (-1: not reset) and the chosen candidate.
 if op == 'X' then
   local blob = ARGV[2]
@@ -830,7 +852,7 @@ if op == 'X' then
     end
     out[i] = spack('<dd', seq, cand)
   end
-  return concat(out)
+  return done(concat(out))
 end
 
 return redis.error_reply('redisstore: unknown operation ' .. tostring(op))
