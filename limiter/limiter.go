@@ -254,7 +254,11 @@ func (l *Limiter) degraded(ctx context.Context, limits []Limit, cost int64, caus
 // and records charged quota counters.
 func (l *Limiter) decide(ctx context.Context, s Store, limits []Limit, cost int64) (Decision, error) {
 	d, err := s.Decide(ctx, limits, cost)
-	if err == nil && len(d.Missing) > 0 {
+	// Seed at most twice: a period may end between a seed and the
+	// decision after it, which then finds the next period's counter
+	// missing. Missing a third time, counters are being evicted as fast
+	// as they are seeded; seeding again could loop, so refuse to guess.
+	for seeds := 0; err == nil && len(d.Missing) > 0 && seeds < 2; seeds++ {
 		if err = l.seed(ctx, s, &d); err == nil {
 			d, err = s.Decide(ctx, limits, cost)
 		}
@@ -263,8 +267,6 @@ func (l *Limiter) decide(ctx context.Context, s Store, limits []Limit, cost int6
 		return d, err
 	}
 	if len(d.Missing) > 0 {
-		// Another decision evicted the counter between Seed and Decide;
-		// seeding again could loop, so refuse to guess.
 		return d, fmt.Errorf("limiter: quota counters vanished while seeding: %w", ErrUnavailable)
 	}
 	if cost > 0 {

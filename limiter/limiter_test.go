@@ -167,3 +167,34 @@ func TestSeedBoundsLedger(t *testing.T) {
 		t.Errorf("logged %q, want one line saying the ledger gave no answer in time", logged)
 	}
 }
+
+// TestSeedAcrossPeriodEnd checks that a decision seeds again when a
+// period ended between its seed and the decision after it (the store
+// then misses the next period's counter), and refuses to guess only
+// when counters keep vanishing.
+func TestSeedAcrossPeriodEnd(t *testing.T) {
+	q := []limiter.Limit{{Name: "q", Key: "{user:a}q", Limit: 10, Period: daily}}
+	for _, tc := range []struct {
+		misses, seeds int
+		ok            bool
+	}{{1, 1, true}, {2, 2, true}, {3, 2, false}} {
+		decides, seeds := 0, 0
+		store := &fake{
+			decide: func(context.Context, []limiter.Limit, int64) (limiter.Decision, error) {
+				decides++
+				st := []limiter.Status{{Limit: q[0], Counter: limiter.Counter{Key: q[0].Key, Start: now}}}
+				if decides <= tc.misses {
+					return limiter.Decision{Statuses: st, Missing: []int{0}}, nil
+				}
+				st[0].Used, st[0].Charged = 1, true
+				return limiter.Decision{Allowed: true, Statuses: st}, nil
+			},
+			seed: func(context.Context, []limiter.CounterValue) error { seeds++; return nil },
+		}
+		lim := limiter.New(store, &limiter.Options{Timeout: -1, FailureMode: limiter.FailureClosed, Logf: t.Logf})
+		d, err := lim.Decide(t.Context(), q, 1)
+		if (err == nil) != tc.ok || d.Allowed != tc.ok || seeds != tc.seeds {
+			t.Errorf("missing %d times: Decide = allowed %v, %v after %d seeds; want ok %v after %d", tc.misses, d.Allowed, err, seeds, tc.ok, tc.seeds)
+		}
+	}
+}
