@@ -77,9 +77,11 @@ type Options struct {
 //
 // The store given to New is the primary (Redis, shared by replicas). A
 // round trip to it gives up after Options.Timeout, so a dead store never
-// holds a request longer than that (a decision makes one round trip, or
-// three when it seeds quota counters, with a ledger Load between, which
-// gives up after Options.LedgerTimeout). A decision the primary fails
+// holds a request longer than that per round trip (a decision makes
+// one round trip, or three when it seeds quota counters, with a ledger
+// Load between, which gives up after Options.LedgerTimeout; five in the
+// rare decision that meets the end of a period while seeding). A
+// decision the primary fails
 // follows Options.FailureMode:
 //
 //   - FailureLocal: a fallback store in this process decides, with the
