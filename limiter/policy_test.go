@@ -336,9 +336,7 @@ func TestCounterSubject(t *testing.T) {
 
 func TestMatch(t *testing.T) {
 	p := newPolicy(t)
-	tests := []struct {
-		method, path, want string
-	}{
+	tests := []matchCase{
 		{"POST", "/api/claude/confirm/request", "confirm"},
 		{"GET", "/api/claude/confirm/request", "api"}, // method differs: the next match
 		{"POST", "/api/claude/confirm/request/x", "api"},
@@ -356,17 +354,7 @@ func TestMatch(t *testing.T) {
 		{"GET", "/v1/foo/bar/items", ""},
 		{"GET", "/", ""},
 	}
-	for _, tc := range tests {
-		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
-			got := ""
-			if r := p.Match(tc.method, tc.path); r != nil {
-				got = r.Name
-			}
-			if got != tc.want {
-				t.Errorf("Match = %q, want %q", got, tc.want)
-			}
-		})
-	}
+	checkMatches(t, p, tests)
 	if r := p.Match("GET", "/health"); r == nil || !r.Exempt {
 		t.Errorf("health route = %+v, want exempt", r)
 	}
@@ -386,9 +374,7 @@ func TestMatchCleanedPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct {
-		method, path, want string
-	}{
+	tests := []matchCase{
 		{"GET", "/api/confirm", "confirm"},
 		{"GET", "/api/confirm/", "confirm"},
 		{"GET", "//api/confirm", "confirm"},
@@ -417,17 +403,7 @@ func TestMatchCleanedPath(t *testing.T) {
 		{"GET", "/", ""},
 		{"GET", "", ""},
 	}
-	for _, tc := range tests {
-		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
-			got := ""
-			if r := p.Match(tc.method, tc.path); r != nil {
-				got = r.Name
-			}
-			if got != tc.want {
-				t.Errorf("Match(%q, %q) = %q, want %q", tc.method, tc.path, got, tc.want)
-			}
-		})
-	}
+	checkMatches(t, p, tests)
 }
 
 func TestCleanPath(t *testing.T) {
@@ -698,5 +674,24 @@ func TestForCaches(t *testing.T) {
 	// rule does not leave the policy building limits per request.
 	if again := p.For(s, nil, later.Add(time.Minute)); &again[0] != &after[0] {
 		t.Error("after the rule expired, For built the limits again for the same subject")
+	}
+}
+
+// matchCase is a request and the route it should match ("" for none).
+type matchCase struct{ method, path, want string }
+
+// checkMatches checks p.Match against each case.
+func checkMatches(t *testing.T, p *limiter.Policy, tests []matchCase) {
+	t.Helper()
+	for _, tc := range tests {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			got := ""
+			if r := p.Match(tc.method, tc.path); r != nil {
+				got = r.Name
+			}
+			if got != tc.want {
+				t.Errorf("Match(%q, %q) = %q, want %q", tc.method, tc.path, got, tc.want)
+			}
+		})
 	}
 }
