@@ -136,9 +136,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c := upstreamCheck(up)(ctx)
 	var upErr error
 	if c.Status != "ok" {
-		upErr = fmt.Errorf("%s: %s", cfg.Upstream, c.Error)
+		upErr = fmt.Errorf("%s: %s", up.Redacted(), c.Error)
 	}
-	line("upstream", upErr, cfg.Upstream+" accepts connections")
+	line("upstream", upErr, up.Redacted()+" accepts connections")
 	if failed > 0 {
 		return fmt.Errorf("check: %d check(s) failed", failed)
 	}

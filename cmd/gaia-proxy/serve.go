@@ -114,7 +114,8 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	}
 	up, err := url.Parse(cfg.Upstream)
 	if err != nil {
-		return fmt.Errorf("upstream: %w", err)
+		// Validate parsed it already; never show the URL, it may hold a password.
+		return errors.New("upstream: not a URL")
 	}
 
 	led, err := openLedger(ctx, cfg, so.Migrate, logf)
@@ -208,7 +209,7 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 			}
 		})
 	}
-	logf("gaia-proxy %s: proxy on %s -> %s, admin on %s, limiter %s, ledger %s", version, proxyLn.Addr(), up, adminLn.Addr(), hot.mode, led.mode)
+	logf("gaia-proxy %s: proxy on %s -> %s, admin on %s, limiter %s, ledger %s", version, proxyLn.Addr(), up.Redacted(), adminLn.Addr(), hot.mode, led.mode)
 	if ready != nil {
 		ready(proxyLn.Addr().String(), adminLn.Addr().String())
 	}
