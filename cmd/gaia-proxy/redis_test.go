@@ -265,9 +265,9 @@ func TestSkewedClocks(t *testing.T) {
 func TestRedisOutage(t *testing.T) {
 	addr := redisAddr(t)
 	for _, tc := range []struct {
-		mode     string
-		status   int    // answers while Redis is away
-		health   string // /health status while away
+		mode   string
+		status int    // answers while Redis is away
+		health string // /health status while away
 		// of 8 requests of a 5-per-hour key during each outage; in local
 		// mode the second, seconds after the first, shares its
 		// fallback, which has already admitted the 5
