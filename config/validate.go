@@ -75,7 +75,7 @@ func (v *validator) server() {
 	}
 	if u := c.Database.URL; strings.Contains(u, "://") {
 		if p, err := url.Parse(u); err != nil || (p.Scheme != "postgres" && p.Scheme != "postgresql") {
-			v.bad("database.url", "must be a postgres:// or postgresql:// URL or a key=value DSN, got %s", redacted(u))
+			v.bad("database.url", "must be a postgres:// or postgresql:// URL or a key=value DSN, got %s", showString(u))
 		}
 	}
 	if c.Database.URL == "" && c.DataDir == "" {
@@ -104,7 +104,7 @@ func (v *validator) redis() {
 	}
 	if r.URL != "" {
 		if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			v.bad("redis.url", "must be a redis:// or rediss:// URL with a host, got %s", redacted(r.URL))
+			v.bad("redis.url", "must be a redis:// or rediss:// URL with a host, got %s", showString(r.URL))
 		}
 	}
 	for i, a := range r.ClusterAddrs {
@@ -442,7 +442,7 @@ func (v *validator) hostPort(key, s string) {
 
 func (v *validator) httpURL(key, s string) {
 	if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		v.bad(key, "must be an absolute http or https URL, got %s", redacted(s))
+		v.bad(key, "must be an absolute http or https URL, got %s", showString(s))
 	}
 }
 
@@ -575,16 +575,6 @@ func isToken(s string) bool {
 		}
 	}
 	return true
-}
-
-// redacted quotes a URL for a message, without its password; an URL that
-// does not parse is not shown, since it may hold one.
-func redacted(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "an unparsable URL"
-	}
-	return strconv.Quote(u.Redacted())
 }
 
 // fmtDuration prints a duration without zero units: "48h", "1m", "1h30m".

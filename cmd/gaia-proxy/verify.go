@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -81,7 +82,11 @@ func httpURL(flag, s string) (*url.URL, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("verify: %s %q: want an http:// or https:// URL", flag, s)
+		shown := strconv.Quote(s)
+		if err != nil || u.User != nil { // it may hold a password
+			shown = "(not shown)"
+		}
+		return nil, fmt.Errorf("verify: %s %s: want an http:// or https:// URL", flag, shown)
 	}
 	return u, nil
 }

@@ -109,3 +109,13 @@ func TestVerifyFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyFlagsHideUserInfo: a refused URL that carries user info is
+// not echoed.
+func TestVerifyFlagsHideUserInfo(t *testing.T) {
+	var out, errOut strings.Builder
+	err := run(context.Background(), []string{"verify", "--admin", "ftp://admin:s3cret@127.0.0.1:9090"}, nil, &out, &errOut)
+	if err == nil || strings.Contains(err.Error()+out.String()+errOut.String(), "s3cret") {
+		t.Errorf("verify with a refused URL holding a password: %v, output %q %q; want an error not showing it", err, out.String(), errOut.String())
+	}
+}
