@@ -341,7 +341,6 @@ func TestRestartRequired(t *testing.T) {
 			c.Shadow = true
 			c.Defaults.Plan = "pro"
 			c.Identity.TrustedCIDRs = []string{"10.0.0.0/8"}
-			c.Quota.Timezone = "Europe/Berlin"
 		}, nil},
 		{"empty list is no list", func(c *Config) { c.Redis.ClusterAddrs = []string{} }, nil},
 		{"wiring", func(c *Config) {
@@ -351,7 +350,8 @@ func TestRestartRequired(t *testing.T) {
 			c.Database.URL = "postgres://other/db"
 			c.DataDir = "/var/lib/gaia"
 			c.Quota.FlushInterval = 5 * time.Second
-		}, []string{"listen", "admin.token", "redis.url", "database.url", "data_dir", "quota.flush_interval"}},
+			c.Quota.Timezone = "Europe/Berlin"
+		}, []string{"listen", "admin.token", "redis.url", "database.url", "data_dir", "quota.timezone", "quota.flush_interval"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,9 +9,14 @@ import (
 // cannot apply, so that the caller can refuse the reload and say which
 // keys need a restart. Those are the keys read once at start to open
 // listeners, clients and stores: listen, upstream, upstream_timeout,
-// shutdown_timeout, admin.*, redis.*, database.url, data_dir and
-// quota.flush_interval. Policy reloads: identity.*, quota.timezone,
+// shutdown_timeout, admin.*, redis.*, database.url, data_dir,
+// quota.flush_interval and quota.timezone. Policy reloads: identity.*,
 // defaults.plan, shadow, plans, users, keys, routes and alerts.
+//
+// quota.timezone is restart-only because it moves the start of every
+// period, hence which counter a quota charges: reloaded, every subject's
+// usage of the current day, week or month would start again, and the
+// runtime rules, read in the old zone, would keep it.
 //
 // admin.token is restart-only on purpose: a rotated token must not leave
 // the old one valid anywhere, and a restart also closes WebSocket streams
@@ -22,7 +27,7 @@ func RestartRequired(prev, next *Config) []string {
 	for _, l := range leafKeys(p.Type(), "", nil) {
 		section, _, _ := strings.Cut(l.key, ".")
 		switch {
-		case section == "identity", section == "defaults", section == "shadow", l.key == "quota.timezone":
+		case section == "identity", section == "defaults", section == "shadow":
 			continue
 		}
 		a, b := p.FieldByIndex(l.index), n.FieldByIndex(l.index)

@@ -82,7 +82,12 @@ func (v *validator) server() {
 		v.bad("data_dir", "required when database.url is empty: the embedded store lives there")
 	}
 	v.positive("quota.flush_interval", c.Quota.FlushInterval)
-	if _, err := time.LoadLocation(c.Quota.Timezone); err != nil {
+	switch _, err := time.LoadLocation(c.Quota.Timezone); {
+	case c.Quota.Timezone == "Local" || c.Quota.Timezone == "":
+		// Each host's own zone: replicas in different zones would count
+		// one quota in different counters.
+		v.bad("quota.timezone", "must name a zone, not %q: replicas on hosts in different zones would count quotas apart (want an IANA name like \"Europe/Paris\", or \"UTC\")", c.Quota.Timezone)
+	case err != nil:
 		v.bad("quota.timezone", "unknown time zone (want an IANA name like \"Europe/Paris\"), got %q", c.Quota.Timezone)
 	}
 }

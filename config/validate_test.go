@@ -31,3 +31,22 @@ func TestValidateFoldsUserIDs(t *testing.T) {
 		t.Errorf("Validate with users Alice and alice: %v, want users.Alice named", err)
 	}
 }
+
+// TestValidateTimezone: quota.timezone must name a zone every replica
+// reads alike.
+func TestValidateTimezone(t *testing.T) {
+	for tz, want := range map[string]string{
+		"UTC": "", "Europe/Paris": "", "America/New_York": "",
+		"Local":      `quota.timezone: must name a zone, not "Local"`,
+		"":           `quota.timezone: must name a zone, not ""`,
+		"Mars/Olymp": `quota.timezone: unknown time zone`,
+	} {
+		c := defaultConfig()
+		c.Upstream = "http://127.0.0.1:9000"
+		c.Quota.Timezone = tz
+		err := c.Validate()
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("quota.timezone %q: %v, want %q", tz, err, want)
+		}
+	}
+}
