@@ -12,7 +12,10 @@ import (
 // quota.Recorder implements it.
 type Ledger interface {
 	// Load returns the durable value of each counter (zero for counters
-	// it never saw), including values recorded but not yet written.
+	// it never saw), including values recorded but not yet written. On
+	// an error it may still return a value for every counter, the best
+	// it knows (those recorded but not yet written, zero for the rest),
+	// which the Limiter then seeds with.
 	Load(ctx context.Context, counters []Counter) ([]CounterValue, error)
 	// Record hands the latest values of counters to the ledger. It never
 	// blocks; the ledger writes them in batches.
@@ -278,8 +281,9 @@ func (l *Limiter) decide(ctx context.Context, s Store, limits []Limit, cost int6
 }
 
 // seed loads the counters d reports missing from the ledger into s.
-// When the ledger cannot answer, the counters start from zero rather
-// than refusing traffic (SPEC §6: requests keep flowing, quotas
+// When the ledger cannot answer, the counters start from what it still
+// knows (values recorded but not yet written) or zero, rather than
+// refusing traffic (SPEC §6: requests keep flowing, quotas
 // keep being enforced from the hot path). Usually that is exact: a
 // counter is missing because its period or its subject is new. Only when
 // the hot path lost its data while the ledger is away does usage restart
@@ -297,7 +301,9 @@ func (l *Limiter) seed(ctx context.Context, s Store, d *Decision) error {
 		cancel()
 		if err != nil {
 			l.logLedgerDown(len(counters), err)
-			values = nil
+			if len(values) != len(counters) {
+				values = nil
+			}
 		}
 	}
 	if values == nil {
@@ -316,7 +322,7 @@ func (l *Limiter) logLedgerDown(n int, err error) {
 	if now-last < int64(10*time.Second) || !l.ledgerLogged.CompareAndSwap(last, now) {
 		return
 	}
-	l.logf("limiter: quota ledger unreadable, %d quota counters start from zero: %v", n, err)
+	l.logf("limiter: quota ledger unreadable, %d quota counters start from zero, or from what is recorded but not yet written: %v", n, err)
 }
 
 // record hands the quota counters of statuses to the ledger: charged

@@ -198,3 +198,19 @@ func TestSeedAcrossPeriodEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestSeedFromPartialLedger: a ledger that fails but still knows values
+// (those recorded and not yet written) seeds with them, not with zero.
+func TestSeedFromPartialLedger(t *testing.T) {
+	led := &ledger{load: func(cs []limiter.Counter) ([]limiter.CounterValue, error) {
+		return []limiter.CounterValue{{Used: 9, Seq: 4}}, errors.New("quota: load: connection refused")
+	}}
+	lim := limiter.New(memstore.New(func() time.Time { return now }), &limiter.Options{Ledger: led, Logf: t.Logf})
+	q := []limiter.Limit{{Name: "q", Key: "{user:a}q", Limit: 10, Period: daily}}
+	for i, want := range []bool{true, false} {
+		d, err := lim.Decide(t.Context(), q, 1)
+		if err != nil || d.Allowed != want {
+			t.Fatalf("request %d: %+v, %v; want allowed %v (9 of 10 used before)", i+1, d, err, want)
+		}
+	}
+}

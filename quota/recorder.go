@@ -128,7 +128,13 @@ func (r *Recorder) Load(ctx context.Context, counters []limiter.Counter) ([]limi
 	r.mu.Unlock()
 	stored, err := r.store.Load(ctx, counters)
 	if err != nil {
-		return nil, fmt.Errorf("quota: load: %w", err)
+		// What the buffer holds is still the best known value (the
+		// store being away is why it is held): hand it on with the
+		// error, zero for the rest.
+		for i, c := range counters {
+			buffered[i].Counter = c
+		}
+		return buffered, fmt.Errorf("quota: load: %w", err)
 	}
 	if len(stored) != len(counters) {
 		return nil, fmt.Errorf("quota: load: store returned %d values for %d counters", len(stored), len(counters))

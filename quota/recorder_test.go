@@ -357,8 +357,20 @@ func TestLoadStoreError(t *testing.T) {
 		return nil, errors.New("connection refused")
 	}
 	r, _, _ := newRecorder(t, s, nil)
-	if _, err := r.Load(context.Background(), []limiter.Counter{ca}); err == nil || !strings.Contains(err.Error(), "connection refused") {
+	r.Record([]limiter.CounterValue{val(ca, 90, 9)}) // held: the store is away
+	got, err := r.Load(context.Background(), []limiter.Counter{ca, cb})
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("Load: got %v, want the store's error", err)
+	}
+	// With the error, the values held: a fallback seeds from them, not
+	// from zero.
+	if len(got) != 2 {
+		t.Fatalf("Load with the store away returned %d values, want 2 (the ones held, zero for the rest)", len(got))
+	}
+	wantValue(t, got[0], 90, 9)
+	wantValue(t, got[1], 0, 0)
+	if got[0].Counter != ca || got[1].Counter != cb {
+		t.Errorf("counters %+v, %+v; want them filled in", got[0].Counter, got[1].Counter)
 	}
 }
 
