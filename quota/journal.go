@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -145,6 +146,12 @@ type JournalOptions struct {
 	// it violations are dropped and counted (roll-up counts never are).
 	// Zero means 10000.
 	MaxViolations int
+	// MaxRollups bounds the roll-up rows changed and not yet written.
+	// When a change would exceed it, the pending rows of the oldest
+	// minute are dropped and counted: a minute is kept whole or not at
+	// all, and the newest minutes are kept. Zero means 100000 (about
+	// 30 MB), which a database writing 50k rows a second lands in 2 s.
+	MaxRollups int
 	// WriteTimeout bounds one store write. Zero means 10s.
 	WriteTimeout time.Duration
 	// Logf receives operational logs. Nil means log.Printf.
@@ -159,8 +166,13 @@ type JournalStats struct {
 	PendingViolations int
 	// PendingRollups are roll-up rows changed since they were written.
 	PendingRollups int
-	// DroppedViolations counts violations refused by a full buffer.
+	// DroppedViolations counts what the journal dropped: violations
+	// refused by a full buffer, and roll-up rows (DroppedRollups) of
+	// minutes dropped from a full backlog.
 	DroppedViolations uint64
+	// DroppedRollups counts the roll-up rows dropped; they are counted
+	// in DroppedViolations too.
+	DroppedRollups uint64
 	// LastFlush is when the last successful flush ended; zero before it.
 	LastFlush time.Time
 	// Lag is the age of the oldest change not yet written; zero when
@@ -177,18 +189,41 @@ type JournalStats struct {
 // roll-ups in memory, for events that arrive late.
 const keepMinutes = 2
 
-// rollupKey identifies a roll-up row of this replica.
-type rollupKey struct {
-	minute         int64 // unix seconds
-	subject, route string
+// writeChunk is the most rows one store write is given: a backlog is
+// written in chunks, each well inside WriteTimeout (10k roll-ups take
+// about 0.2 s on PostgreSQL), so a large one drains rather than timing
+// out at every retry.
+const writeChunk = 10000
+
+// copyBatch is the most roll-up rows Flush copies per hold of j.mu,
+// which Record waits for.
+const copyBatch = 1024
+
+// rollupKey identifies a roll-up row of this replica in its minute.
+type rollupKey struct{ subject, route string }
+
+// minuteRows are the roll-up rows of one minute.
+type minuteRows struct {
+	start   int64 // unix seconds
+	rows    map[rollupKey]*rollupRow
+	pending int // rows dirty or flying
 }
 
 // rollupRow is the absolute count of a row, by Outcome-1.
 type rollupRow struct {
-	user   string
-	n      [3]int64
-	dirty  bool // changed since it was taken for a write
-	flying bool // being written
+	min     *minuteRows
+	key     rollupKey
+	user    string
+	n       [3]int64
+	dirty   bool // changed since it was taken for a write: in j.dirty
+	flying  bool // being written
+	dropped bool // forgotten for a full backlog; j.dirty may still hold it
+}
+
+// rollup returns r as written by replica; j.mu is held.
+func (r *rollupRow) rollup(replica string) Rollup {
+	return Rollup{Minute: time.Unix(r.min.start, 0).UTC(), Subject: r.key.subject, Route: r.key.route, User: r.user,
+		Replica: replica, Allowed: r.n[0], RateLimited: r.n[1], QuotaExceeded: r.n[2]}
 }
 
 // Journal records what the proxy decided, off the request path:
@@ -203,23 +238,25 @@ type Journal struct {
 	flushMu sync.Mutex // one flush at a time
 
 	mu       sync.Mutex
-	rows     map[rollupKey]*rollupRow
-	floor    int64 // minutes before it were evicted; later events count in it
-	nDirty   int   // rows dirty
-	nPending int   // rows dirty or flying
+	mins     map[int64]*minuteRows // by start
+	last     *minuteRows           // the one Record used last, or nil
+	floor    int64                 // minutes before it were evicted; later events count in it
+	dirty    []*rollupRow          // rows to write, oldest change first, dropped ones too
+	nPending int                   // rows dirty or flying, not dropped
 	viols    []Violation
 	spare    []Violation // the other buffer: written batches are reused
 	nFlying  int         // violations being written
-	since    time.Time   // first change not yet taken for a write
-	flying   time.Time   // oldest change being written
-	busy     bool        // a write is in progress
+	since    time.Time   // no change before it is pending
 	seq      uint64      // of the last violation given an ID; flushMu held
 	f        flushing
+	rfull    bool   // dropping roll-ups: logged once per episode
+	rlost    uint64 // roll-up rows dropped in this episode
+	rdropped uint64 // roll-up rows dropped
 }
 
 // NewJournal returns a Journal writing to store; o may be nil.
 func NewJournal(store JournalStore, o *JournalOptions) *Journal {
-	j := &Journal{store: store, rows: map[rollupKey]*rollupRow{}}
+	j := &Journal{store: store, mins: map[int64]*minuteRows{}}
 	if o != nil {
 		j.o = *o
 	}
@@ -235,6 +272,9 @@ func NewJournal(store JournalStore, o *JournalOptions) *Journal {
 	if j.o.MaxViolations <= 0 {
 		j.o.MaxViolations = 10000
 	}
+	if j.o.MaxRollups <= 0 {
+		j.o.MaxRollups = 100000
+	}
 	j.f = newFlushing(flushText{what: "journal", pending: "violations and roll-ups", held: "violations", drops: "violations"}, j.o.FlushInterval, j.o.WriteTimeout, j.o.Logf, j.o.Now)
 	return j
 }
@@ -247,7 +287,8 @@ func (j *Journal) Replica() string { return j.o.Replica }
 // than the minutes kept in memory counts in the oldest kept minute, so
 // a late event never overwrites a written count with a smaller one.
 // Events without a known Outcome are ignored. Strings reach the store
-// cleaned: valid UTF-8 without NUL bytes, at most 1 KiB.
+// cleaned: valid UTF-8 without NUL bytes, at most 1 KiB. When MaxRollups
+// rows are pending, the oldest minute's pending rows are dropped.
 func (j *Journal) Record(e Event) {
 	if e.Outcome < Allowed || e.Outcome > QuotaExceeded {
 		return
@@ -261,14 +302,31 @@ func (j *Journal) Record(e Event) {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.nDirty == 0 && len(j.viols) == 0 {
+	if j.nPending == 0 && len(j.viols)+j.nFlying == 0 {
 		j.since = j.f.now()
 	}
-	k := rollupKey{minute: max(t.Unix()-mod(t.Unix(), 60), j.floor), subject: e.Subject, route: e.Route}
-	r := j.rows[k]
-	if r == nil {
-		r = &rollupRow{}
-		j.rows[k] = r
+	start := max(t.Unix()-mod(t.Unix(), 60), j.floor)
+	m := j.last
+	if m == nil || m.start != start {
+		if m = j.mins[start]; m == nil {
+			m = &minuteRows{start: start, rows: map[rollupKey]*rollupRow{}}
+			j.mins[start] = m
+		}
+		j.last = m
+	}
+	k := rollupKey{e.Subject, e.Route}
+	r := m.rows[k]
+	if r == nil || !r.dirty && !r.flying { // a row becomes pending
+		if j.nPending >= j.o.MaxRollups {
+			j.dropOldest()
+			r = m.rows[k] // gone if its minute was dropped
+		}
+		if r == nil {
+			r = &rollupRow{min: m, key: k}
+			m.rows[k] = r
+		}
+		j.nPending++
+		m.pending++
 	}
 	if e.User != "" {
 		r.user = e.User
@@ -276,13 +334,55 @@ func (j *Journal) Record(e Event) {
 	r.n[e.Outcome-1]++
 	if !r.dirty {
 		r.dirty = true
-		j.nDirty++
-		if !r.flying {
-			j.nPending++
-		}
+		j.dirty = append(j.dirty, r)
 	}
 	if e.Violated != nil {
 		j.violation(e, t)
+	}
+}
+
+// dropOldest drops the pending rows of the oldest minute that has any,
+// counts them and logs the first drop of an episode; j.mu is held. A
+// minute before the floor leaves memory whole: no event counts in it.
+func (j *Journal) dropOldest() {
+	var m *minuteRows
+	for _, c := range j.mins {
+		if c.pending > 0 && (m == nil || c.start < m.start) {
+			m = c
+		}
+	}
+	if m == nil {
+		return
+	}
+	n := uint64(m.pending)
+	if !j.rfull {
+		j.rfull = true
+		j.f.logf("%s roll-up backlog full (%d rows): dropping the oldest minutes until the store catches up", j.f.what, j.nPending)
+	}
+	j.rdropped += n
+	j.rlost += n
+	j.f.dropped += n
+	j.nPending -= m.pending
+	m.pending = 0
+	for k, r := range m.rows {
+		if r.dirty || r.flying {
+			r.dropped, r.dirty = true, false
+			delete(m.rows, k)
+		}
+	}
+	if m.start < j.floor {
+		j.forget(m)
+	}
+	if len(j.dirty) > 2*j.o.MaxRollups { // dropped rows linger there
+		j.dirty = slices.DeleteFunc(j.dirty, func(r *rollupRow) bool { return r.dropped })
+	}
+}
+
+// forget removes minute m; j.mu is held.
+func (j *Journal) forget(m *minuteRows) {
+	delete(j.mins, m.start)
+	if j.last == m {
+		j.last = nil
 	}
 }
 
@@ -347,26 +447,21 @@ func (j *Journal) Run(ctx context.Context) { j.f.run(ctx, j.Flush) }
 
 // Flush writes the violations buffered and the roll-up rows changed
 // since the last write, with their absolute counts, then forgets written
-// minutes older than the two before the current one. On error the data
-// stays pending for the next flush.
+// minutes older than the two before the current one. A backlog is
+// written in chunks of writeChunk rows, each copied when its turn comes,
+// copyBatch rows per hold of the lock Record takes, so Record never
+// waits long. On error, what was not written stays pending for the next
+// flush.
 func (j *Journal) Flush(ctx context.Context) error {
 	j.flushMu.Lock()
 	defer j.flushMu.Unlock()
 
+	start := j.f.now()
 	j.mu.Lock()
 	viols := j.viols
 	j.viols, j.spare = j.spare[:0], nil
-	rollups := make([]Rollup, 0, j.nDirty)
-	rows := make([]*rollupRow, 0, j.nDirty)
-	for k, r := range j.rows {
-		if r.dirty {
-			r.dirty, r.flying = false, true
-			rows = append(rows, r)
-			rollups = append(rollups, Rollup{Minute: time.Unix(k.minute, 0).UTC(), Subject: k.subject, Route: k.route,
-				User: r.user, Replica: j.o.Replica, Allowed: r.n[0], RateLimited: r.n[1], QuotaExceeded: r.n[2]})
-		}
-	}
-	j.nDirty, j.nFlying, j.flying, j.busy = 0, len(viols), j.since, len(viols)+len(rows) > 0
+	j.nFlying = len(viols)
+	todo := len(j.dirty) // changed before start; later changes wait for the next flush
 	j.mu.Unlock()
 	for i := range viols {
 		if v := &viols[i]; v.ID == "" { // not in a failed batch
@@ -375,10 +470,6 @@ func (j *Journal) Flush(ctx context.Context) error {
 			v.Subject, v.KeyID, v.User, v.Plan, v.Route = clean(v.Subject), clean(v.KeyID), clean(v.User), clean(v.Plan), clean(v.Route)
 			v.Method, v.Path, v.LimitName, v.Period = clean(v.Method), clean(v.Path), clean(v.LimitName), clean(v.Period)
 		}
-	}
-	for i := range rollups { // rows are keyed by the strings as recorded
-		r := &rollups[i]
-		r.Subject, r.Route, r.User = clean(r.Subject), clean(r.Route), clean(r.User)
 	}
 
 	write := func(what string, n int, f func(context.Context) error) error {
@@ -390,8 +481,31 @@ func (j *Journal) Flush(ctx context.Context) error {
 		}
 		return nil
 	}
-	verr := write("violations", len(viols), func(ctx context.Context) error { return j.store.WriteViolations(ctx, viols) })
-	rerr := write("roll-ups", len(rollups), func(ctx context.Context) error { return j.store.WriteRollups(ctx, rollups) })
+	var verr error
+	for i := 0; i < len(viols) && verr == nil; i += writeChunk {
+		vs := viols[i:min(i+writeChunk, len(viols))]
+		verr = write("violations", len(vs), func(ctx context.Context) error { return j.store.WriteViolations(ctx, vs) })
+	}
+	var (
+		rerr error
+		nr   int // roll-ups written
+		rows []*rollupRow
+		rs   []Rollup
+	)
+	for todo > 0 && rerr == nil {
+		rows, rs = j.take(&todo, rows[:0], rs[:0])
+		for i := range rs { // rows are keyed by the strings as recorded
+			r := &rs[i]
+			r.Subject, r.Route, r.User = clean(r.Subject), clean(r.Route), clean(r.User)
+		}
+		rerr = write("roll-ups", len(rs), func(ctx context.Context) error { return j.store.WriteRollups(ctx, rs) })
+		j.mu.Lock()
+		j.landed(rows, rerr == nil)
+		j.mu.Unlock()
+		if rerr == nil {
+			nr += len(rows)
+		}
+	}
 	nv := len(viols)
 	if verr == nil {
 		clear(viols) // let the strings go
@@ -400,41 +514,83 @@ func (j *Journal) Flush(ctx context.Context) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	defer j.evict()
-	for _, r := range rows {
-		r.flying = false
-		switch {
-		case r.dirty: // changed while being written: still pending
-		case rerr != nil: // failed: write again
-			r.dirty = true
-			j.nDirty++
-		default:
-			j.nPending--
-		}
-	}
-	j.nFlying, j.busy = 0, false
+	j.nFlying = 0
 	if verr != nil { // older than those recorded since: first
 		viols, j.viols = j.viols, append(viols, j.viols...)
 		clear(viols)
 	}
 	j.spare = viols[:0]
 	if err := errors.Join(verr, rerr); err != nil {
-		j.since = j.flying
 		err = fmt.Errorf("quota: journal: %w", err)
 		j.f.result(ctx, err, nil)
 		return err
 	}
-	j.f.result(ctx, nil, func() string { return fmt.Sprintf("%d violations and %d roll-ups written", nv, len(rollups)) })
+	j.since = start // what changed before it is written
+	if j.rfull {
+		j.rfull = false
+		j.f.logf("%s roll-up backlog drained: %d roll-up rows were dropped while it was full", j.f.what, j.rlost)
+		j.rlost = 0
+	}
+	j.f.result(ctx, nil, func() string { return fmt.Sprintf("%d violations and %d roll-ups written", nv, nr) })
 	return nil
 }
 
-// evict forgets the rows of minutes before the two preceding the
-// current one once they are written; j.mu is held.
+// take moves rows from the front of j.dirty to a write, up to
+// writeChunk of them and *todo entries, and returns them with their
+// roll-ups appended to rows and rs. It holds j.mu for copyBatch entries
+// at a time.
+func (j *Journal) take(todo *int, rows []*rollupRow, rs []Rollup) ([]*rollupRow, []Rollup) {
+	for *todo > 0 && len(rows) < writeChunk {
+		j.mu.Lock()
+		for n := 0; n < copyBatch && *todo > 0 && len(rows) < writeChunk && len(j.dirty) > 0; n++ {
+			r := j.dirty[0]
+			j.dirty[0], j.dirty = nil, j.dirty[1:]
+			*todo--
+			switch {
+			case r.dropped:
+			case r.flying: // taken for this chunk and changed since: next time
+				j.dirty = append(j.dirty, r)
+			default:
+				r.dirty, r.flying = false, true
+				rows = append(rows, r)
+				rs = append(rs, r.rollup(j.o.Replica))
+			}
+		}
+		if len(j.dirty) == 0 {
+			*todo = 0
+		}
+		j.mu.Unlock()
+	}
+	return rows, rs
+}
+
+// landed ends the write of rows, which succeeded if ok; j.mu is held.
+func (j *Journal) landed(rows []*rollupRow, ok bool) {
+	for _, r := range rows {
+		r.flying = false
+		switch {
+		case r.dropped: // no longer counted
+		case r.dirty: // changed while being written: still pending
+		case !ok: // write again
+			r.dirty = true
+			j.dirty = append(j.dirty, r)
+		default:
+			j.nPending--
+			r.min.pending--
+		}
+	}
+}
+
+// evict forgets the minutes before the two preceding the current one
+// once their rows are written; j.mu is held. Before then they keep
+// their written rows too, at most the minutes recent when writes began
+// to fail.
 func (j *Journal) evict() {
 	now := j.f.now().Unix()
 	j.floor = max(j.floor, now-mod(now, 60)-keepMinutes*60)
-	for k, r := range j.rows {
-		if k.minute < j.floor && !r.dirty && !r.flying {
-			delete(j.rows, k)
+	for _, m := range j.mins {
+		if m.start < j.floor && m.pending == 0 {
+			j.forget(m)
 		}
 	}
 }
@@ -443,14 +599,10 @@ func (j *Journal) evict() {
 func (j *Journal) Stats() JournalStats {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	s := JournalStats{PendingViolations: len(j.viols) + j.nFlying, PendingRollups: j.nPending,
-		DroppedViolations: j.f.dropped, LastFlush: j.f.last, Healthy: !j.f.failed, Errors: j.f.errors}
-	oldest := j.since
-	if j.busy {
-		oldest = j.flying
-	}
+	s := JournalStats{PendingViolations: len(j.viols) + j.nFlying, PendingRollups: j.nPending, DroppedViolations: j.f.dropped,
+		DroppedRollups: j.rdropped, LastFlush: j.f.last, Healthy: !j.f.failed, Errors: j.f.errors}
 	if s.PendingViolations+s.PendingRollups > 0 {
-		s.Lag = j.f.now().Sub(oldest)
+		s.Lag = j.f.now().Sub(j.since)
 	}
 	return s
 }

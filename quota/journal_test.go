@@ -37,6 +37,7 @@ type journalDB struct {
 	writes  map[string]int
 	rows    map[string]quota.Rollup
 	batch   []quota.Rollup // the last roll-up batch, sorted
+	sizes   []int          // of every roll-up batch written
 	calls   int
 	fail    error
 	flushed chan struct{} // a roll-up batch was written
@@ -65,6 +66,7 @@ func newJournalDB() (*journalDB, *fakeJournalStore) {
 			if db.fail != nil {
 				return db.fail
 			}
+			db.sizes = append(db.sizes, len(rs))
 			db.batch = slices.SortedFunc(slices.Values(rs), func(a, b quota.Rollup) int { return strings.Compare(rollupID(a), rollupID(b)) })
 			for _, r := range rs {
 				db.rows[rollupID(r)] = r
@@ -397,6 +399,140 @@ func TestJournalForgetsOldMinutes(t *testing.T) {
 	db.setFail(nil)
 	flushJournal(t, j)
 	wantBatch(t, db.lastBatch(), "12:03 user:bob  r1 user=bob 1/0/0")
+}
+
+// TestJournalBoundedRollups: while the store fails, the roll-up rows
+// held stay within the bound: the oldest minutes are dropped, counted
+// and logged once; the newest minutes land when the store is back.
+func TestJournalBoundedRollups(t *testing.T) {
+	const subjects, minutes, bound = 2000, 60, 100000 // the default bound
+	db, s := newJournalDB()
+	j, clk, lg := newJournal(t, s, nil)
+	db.setFail(errors.New("connection refused"))
+	for m := range minutes {
+		if m > 0 {
+			clk.Add(time.Minute) // at(m, 30)
+		}
+		for i := range subjects {
+			j.Record(ev(at(m, 0), fmt.Sprint("key:", i), "", quota.Allowed))
+		}
+		if err := j.Flush(context.Background()); err == nil {
+			t.Fatalf("minute %d: Flush: got nil error from a failing store", m)
+		}
+		if st := j.Stats(); st.PendingRollups > bound {
+			t.Fatalf("minute %d: %d roll-ups pending, want at most %d", m, st.PendingRollups, bound)
+		}
+	}
+	const dropped = minutes*subjects - bound // the first 10 minutes
+	if st := j.Stats(); st.PendingRollups != bound || st.DroppedViolations != dropped {
+		t.Errorf("Stats while failing: got %+v, want %d roll-ups pending and %d dropped", st, bound, dropped)
+	}
+	if n := lg.count("journal roll-up backlog full"); n != 1 {
+		t.Errorf("logs: got %q, want one line saying roll-ups are being dropped", lg.lines)
+	}
+	db.setFail(nil)
+	flushJournal(t, j)
+	if st := j.Stats(); st.PendingRollups != 0 || len(db.rows) != bound || st.DroppedViolations != dropped {
+		t.Errorf("after recovery: got %d rows stored and %+v, want %d stored, none pending, %d dropped", len(db.rows), st, bound, dropped)
+	}
+	for _, k := range []string{"12:09 key:0  r1", "12:09 key:1999  r1"} {
+		if _, ok := db.rows[k]; ok {
+			t.Errorf("row %s of a dropped minute was stored", k)
+		}
+	}
+	for _, k := range []string{"12:10 key:0  r1", "12:59 key:1999  r1"} {
+		if r, ok := db.rows[k]; !ok || r.Allowed != 1 {
+			t.Errorf("row %s: got %+v, want 1 allowed", k, r)
+		}
+	}
+	if n := lg.count(fmt.Sprintf("journal roll-up backlog drained: %d roll-up rows were dropped", dropped)); n != 1 {
+		t.Errorf("logs: got %q, want one line saying %d rows were dropped", lg.lines, dropped)
+	}
+}
+
+// TestJournalWritesBacklogInChunks: a backlog larger than one write is
+// written in several, each short of the write timeout; a chunk that
+// fails stays pending with those after it, and lands at the next flush.
+func TestJournalWritesBacklogInChunks(t *testing.T) {
+	db, s := newJournalDB()
+	write := s.WriteRollupsFunc
+	failAt := 2 // the second write fails
+	s.WriteRollupsFunc = func(ctx context.Context, rs []quota.Rollup) error {
+		if failAt--; failAt == 0 {
+			return errors.New("connection reset")
+		}
+		return write(ctx, rs)
+	}
+	j, _, _ := newJournal(t, s, nil)
+	for i := range 25000 {
+		j.Record(ev(at(0, 1), fmt.Sprint("key:", i), "", quota.Allowed))
+	}
+	if err := j.Flush(context.Background()); err == nil || !strings.Contains(err.Error(), "connection reset") {
+		t.Fatalf("Flush: got %v, want the store's error", err)
+	}
+	if st := j.Stats(); len(db.rows) != 10000 || st.PendingRollups != 15000 || st.Healthy {
+		t.Errorf("after a failed chunk: got %d rows stored and %+v, want 10000 stored, 15000 pending, unhealthy", len(db.rows), st)
+	}
+	flushJournal(t, j)
+	if st := j.Stats(); len(db.rows) != 25000 || st.PendingRollups != 0 || !st.Healthy {
+		t.Errorf("after recovery: got %d rows stored and %+v, want all 25000 stored", len(db.rows), st)
+	}
+	if want := []int{10000, 10000, 5000}; !slices.Equal(db.sizes, want) {
+		t.Errorf("roll-up writes: got sizes %v, want %v", db.sizes, want)
+	}
+}
+
+// TestJournalRecordDuringLargeFlush: a Flush takes the backlog one chunk
+// at a time, so Record waits for no more than copying part of a chunk:
+// while the first chunk's write blocks, Record returns, and a row of a
+// later chunk is written by this flush with the count it has then.
+func TestJournalRecordDuringLargeFlush(t *testing.T) {
+	db, s := newJournalDB()
+	entered, release := make(chan struct{}), make(chan struct{})
+	write := s.WriteRollupsFunc
+	first := true
+	s.WriteRollupsFunc = func(ctx context.Context, rs []quota.Rollup) error {
+		if first {
+			first = false
+			close(entered)
+			<-release
+		}
+		return write(ctx, rs)
+	}
+	j, _, _ := newJournal(t, s, nil)
+	for i := range 25000 {
+		j.Record(ev(at(0, 1), fmt.Sprint("key:", i), "", quota.Allowed))
+	}
+	flushed := make(chan error)
+	go func() { flushed <- j.Flush(context.Background()) }()
+	<-entered
+	recorded := make(chan struct{})
+	go func() {
+		j.Record(ev(at(0, 2), "key:0", "", quota.Allowed))     // being written
+		j.Record(ev(at(0, 2), "key:24999", "", quota.Allowed)) // not taken yet
+		j.Record(ev(at(0, 2), "key:new", "", quota.Allowed))   // after the backlog
+		j.Stats()
+		close(recorded)
+	}()
+	select {
+	case <-recorded:
+	case <-time.After(10 * time.Second): // only a hang gets here
+		t.Fatal("Record blocked while a flush was writing")
+	}
+	close(release)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	if got := db.rows["12:00 key:24999  r1"].Allowed; got != 2 {
+		t.Errorf("key:24999 written with %d allowed, want 2: recorded before its chunk was taken", got)
+	}
+	if st := j.Stats(); st.PendingRollups != 2 {
+		t.Errorf("Stats after Flush: got %+v, want key:0 and key:new pending", st)
+	}
+	flushJournal(t, j)
+	if a, b := db.rows["12:00 key:0  r1"].Allowed, db.rows["12:00 key:new  r1"].Allowed; a != 2 || b != 1 {
+		t.Errorf("second flush: got key:0 %d and key:new %d allowed, want 2 and 1", a, b)
+	}
 }
 
 func TestJournalRunFlushesOnTick(t *testing.T) {
