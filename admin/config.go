@@ -162,6 +162,9 @@ func parseRule(body []byte, pol *limiter.Policy, now time.Time) (limiter.Rule, e
 		return limiter.Rule{}, err
 	}
 	if err := quota.CheckSubject(b.Subject); err != nil {
+		if !quota.IsText(b.Subject) {
+			return limiter.Rule{}, badRequest("subject: must be UTF-8 text without control characters")
+		}
 		return limiter.Rule{}, badRequest("subject: must be key:<id>, user:<id> or plan:<name>, got %q", short(b.Subject))
 	}
 	kind, id, _ := strings.Cut(b.Subject, ":")
@@ -268,6 +271,9 @@ func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := r.PathValue("id")
+	if !quota.IsText(id) { // no rule has such an id, and a database would refuse it
+		return notFoundError("no runtime rule has id %q", short(id))
+	}
 	rules, err := s.store.Rules(r.Context(), nil)
 	if err != nil {
 		return internal("reading runtime rules", err)

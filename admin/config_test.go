@@ -206,6 +206,9 @@ func TestRuleInvalid(t *testing.T) {
 		{"scope", `{"subject":"user:a","rate":[{"limit":1,"window":"1s","scope":"team"}]}`, `rate[0].scope: must be key, user or global, got "team"`},
 		{"no lists", `{"subject":"user:a"}`, "rate, quota: give at least one list"},
 		{"null lists", `{"subject":"user:a","rate":null,"quota":null}`, "rate, quota: give at least one list"},
+		{"NUL in the subject", `{"subject":"user:a\u0000b","rate":[]}`, "subject: must be UTF-8 text without control characters"},
+		{"bad UTF-8 in the subject", "{\"subject\":\"user:a\xffb\",\"rate\":[]}", "subject: must be UTF-8 text without control characters"},
+		{"control in a name", `{"subject":"user:a","rate":[{"name":"a\u0001","limit":1,"window":"1s"}]}`, "rate[0].name: must be UTF-8 text without control characters"},
 		{"ip subject", `{"subject":"ip:10.0.0.1","rate":[]}`, `subject: must be key:<id>, user:<id> or plan:<name>, got "ip:10.0.0.1"`},
 		{"no subject", `{"rate":[]}`, `subject: must be key:<id>, user:<id> or plan:<name>, got ""`},
 		{"unknown key", `{"subject":"key:acme-prd","rate":[]}`, `subject: key "acme-prd" is not configured`},
@@ -229,4 +232,17 @@ func TestRuleInvalid(t *testing.T) {
 	big := `{"subject":"user:a","rate":[],"pad":"` + strings.Repeat("x", 2<<20) + `"}`
 	wantError(t, e.post("/api/admin/quotas/config", big), http.StatusRequestEntityTooLarge, "body_too_large", "over 1048576 bytes")
 	wantError(t, e.post("/api/admin/quotas/reset", big), http.StatusRequestEntityTooLarge, "body_too_large", "")
+}
+
+// TestNotText: subjects, ids and parameters that no text column could
+// hold (NUL, invalid UTF-8) are refused by name on every store, not
+// passed on to fail there.
+func TestNotText(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *apiEnv) {
+		wantError(t, e.do("DELETE", "/api/admin/quotas/config/%ff", nil), http.StatusNotFound, "not_found", "no runtime rule")
+		wantError(t, e.do("DELETE", "/api/admin/quotas/config/a%00b", nil), http.StatusNotFound, "not_found", "no runtime rule")
+		wantError(t, e.get("/api/admin/quotas/violations?subject=user:a%00b"), http.StatusBadRequest, "invalid_request", "subject: must be UTF-8 text")
+		wantError(t, e.get("/api/admin/quotas/usage?subject=user:%ff"), http.StatusBadRequest, "invalid_request", "subject: must be UTF-8 text")
+		wantError(t, e.post("/api/admin/quotas/config", `{"subject":"user:a\u0000b","rate":[]}`), http.StatusBadRequest, "invalid_request", "subject: must be UTF-8 text")
+	})
 }

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 // maxBody bounds a request body.
@@ -204,6 +206,9 @@ func newParams(q url.Values, known ...string) (params, error) {
 		}
 		if len(q[name]) > 1 {
 			return params{}, badRequest("%s: given %d times, at most once", name, len(q[name]))
+		}
+		if !quota.IsText(q.Get(name)) {
+			return params{}, badRequest("%s: must be UTF-8 text without control characters", name)
 		}
 	}
 	return params{q}, nil

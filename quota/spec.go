@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 )
@@ -69,6 +70,9 @@ func (j SpecJSON) Spec(isQuota bool, loc *time.Location) (limiter.Spec, error) {
 		return limiter.Spec{}, invalid(field, format, args...)
 	}
 	sp := limiter.Spec{Name: j.Name, Limit: j.Limit, Shadow: j.Shadow}
+	if !IsText(j.Name) {
+		return bad("name", "must be UTF-8 text without control characters")
+	}
 	if j.Limit < 1 || j.Limit > limiter.MaxLimit {
 		return bad("limit", "must be between 1 and %d, got %d", limiter.MaxLimit, j.Limit)
 	}
@@ -163,7 +167,23 @@ func CheckSubject(subject string) error {
 	if id == "" || (kind != "key" && kind != "user" && kind != "plan") {
 		return invalid("subject", "must be key:<id>, user:<id> or plan:<name>, got %q", subject)
 	}
+	if !IsText(id) {
+		return invalid("subject", "must be UTF-8 text without control characters")
+	}
 	return nil
+}
+
+// IsText reports whether s is valid UTF-8 without control characters
+// (NUL included): what a subject, a limit's name or a query parameter
+// may hold. PostgreSQL refuses NUL and invalid UTF-8 in text, and no
+// header could carry them to a limit.
+func IsText(s string) bool {
+	for _, r := range s {
+		if r == utf8.RuneError || r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return false
+		}
+	}
+	return true
 }
 
 // EncodeRule checks r's subject and limits and returns its rate and
