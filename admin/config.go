@@ -34,6 +34,9 @@ type configView struct {
 	Keys          []keyView   `json:"keys"`
 	Routes        []routeView `json:"routes"`
 	Rules         []ruleView  `json:"rules"`
+	// Warning says that Rules are those this replica holds, the store
+	// being unreadable: what is in force here, perhaps not the latest.
+	Warning string `json:"warning,omitempty"`
 }
 
 // planView is a configured plan. Rule, like that of users and keys, is
@@ -103,14 +106,20 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	cfg := pol.Config()
-	rules := cfg.Rules
+	rules, warning := cfg.Rules, ""
 	if s.store != nil {
-		if rules, err = s.store.Rules(r.Context(), nil); err != nil {
-			return internal("reading runtime rules", err)
+		stored, err := s.store.Rules(r.Context(), nil)
+		if err != nil {
+			// The configuration is still known, and so are the rules in
+			// force here (SPEC §6: the proxy rides out a database outage).
+			s.logf("admin: reading runtime rules: %v", err)
+			warning = "the database did not answer: rules are those in force on this replica, which may miss the latest changes"
+		} else {
+			rules = stored
 		}
 	}
 	v := configView{DefaultPlan: cfg.DefaultPlan, AnonymousPlan: cfg.AnonymousPlan, Shadow: cfg.Shadow,
-		Plans: []planView{}, Users: []userView{}, Keys: []keyView{}, Routes: []routeView{}, Rules: []ruleView{}}
+		Plans: []planView{}, Users: []userView{}, Keys: []keyView{}, Routes: []routeView{}, Rules: []ruleView{}, Warning: warning}
 	live := map[string]string{} // subject → id of its rule in force
 	for _, rule := range rules {
 		rv := s.viewRule(rule)

@@ -1,13 +1,16 @@
 package admin_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
@@ -245,4 +248,34 @@ func TestNotText(t *testing.T) {
 		wantError(t, e.get("/api/admin/quotas/usage?subject=user:%ff"), http.StatusBadRequest, "invalid_request", "subject: must be UTF-8 text")
 		wantError(t, e.post("/api/admin/quotas/config", `{"subject":"user:a\u0000b","rate":[]}`), http.StatusBadRequest, "invalid_request", "subject: must be UTF-8 text")
 	})
+}
+
+// rulesDown is a backend whose runtime rules cannot be read.
+type rulesDown struct{ backend }
+
+func (rulesDown) Rules(context.Context, *time.Location) ([]limiter.Rule, error) {
+	return nil, errors.New("dial tcp 127.0.0.1:5432: connection refused")
+}
+
+// TestConfigWhileStoreDown: the configuration page still answers while
+// the store cannot be read, with the rules this replica holds and a
+// warning saying so.
+func TestConfigWhileStoreDown(t *testing.T) {
+	e := newAPI(t, rulesDown{backends[0].open(t)}, "")
+	pol, err := e.policy.Load().WithRules([]limiter.Rule{{ID: "r1", Subject: "user:held", Limits: limiter.Limits{Rate: []limiter.Spec{{Limit: 1, Window: time.Second}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.policy.Store(pol)
+	var v struct {
+		Rules []struct {
+			ID      string `json:"id"`
+			Subject string `json:"subject"`
+		} `json:"rules"`
+		Warning string `json:"warning"`
+	}
+	want(t, e.get("/api/admin/quotas/config"), http.StatusOK).decode(t, &v)
+	if len(v.Rules) != 1 || v.Rules[0].ID != "r1" || !strings.Contains(v.Warning, "database did not answer") {
+		t.Errorf("config with the store down: rules %+v, warning %q; want the rule held here and a warning", v.Rules, v.Warning)
+	}
 }
