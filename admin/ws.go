@@ -209,11 +209,19 @@ type liveSnapshot struct {
 	Database *Check `json:"database,omitempty"`
 }
 
-// statsData is the data of a stats message: the sums over every replica
-// heard from within the last two intervals.
+// statsData is the data of a stats message. Its counts are this
+// replica's for the interval that just ended plus every snapshot another
+// replica sent since the previous stats message, each counted in exactly
+// one message: summed over a run, they are what the cluster served. Its
+// levels (Rate, ActiveSubjects, Replicas, Redis, Database) take each
+// other replica's latest snapshot, while it was heard from within the
+// last two intervals.
 type statsData struct {
 	IntervalSeconds float64 `json:"interval_seconds"`
-	// Requests counts every decided request; Rate is per second.
+	// Requests counts every decided request. Rate is requests per second,
+	// summed over the replicas: each one's over the snapshots it sent
+	// since the previous stats message, or, when none came (a late
+	// one), over the last it sent.
 	Requests int64   `json:"requests"`
 	Rate     float64 `json:"rate"`
 	liveCounts
@@ -394,15 +402,25 @@ func (h *hub) run(ctx context.Context) {
 
 // fanState is the fan-out goroutine's own state.
 type fanState struct {
-	peers      map[string]replicaStats
+	peers      map[string]*replicaStats
 	batch      []busViolation // for the Bus
 	busBudget  tokenBucket
 	busPending uint64 // violations not sent on the Bus
 }
 
-// replicaStats is the latest snapshot of another replica.
+// replicaStats is what the fan-out holds of another replica's stats.
+// Counts are deltas: each snapshot's are added to the next stats message
+// once, whenever it arrives (late, or two in one interval). Levels are
+// its latest snapshot's, until the next one.
 type replicaStats struct {
-	snap *liveSnapshot
+	// counts sums the snapshots received since the last stats message;
+	// interval is the seconds they cover.
+	counts   liveCounts
+	interval float64
+	// latest is its last snapshot: health checks and active subjects.
+	latest *liveSnapshot
+	// rate is its requests per second over the last snapshots counted.
+	rate float64
 	seen time.Time
 }
 
@@ -411,7 +429,7 @@ const maxBusBatch = 16
 
 func (h *hub) fanout(ctx context.Context) {
 	rate := float64(h.o.ViolationRate)
-	f := &fanState{peers: map[string]replicaStats{}, busBudget: tokenBucket{tokens: rate, last: time.Now()}}
+	f := &fanState{peers: map[string]*replicaStats{}, busBudget: tokenBucket{tokens: rate, last: time.Now()}}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -519,8 +537,15 @@ func (h *hub) broadcast(msg []byte) {
 
 // receive handles a message of another replica.
 func (h *hub) receive(f *fanState, env *busEnvelope) {
-	if env.Stats != nil {
-		f.peers[env.Replica] = replicaStats{snap: env.Stats, seen: time.Now()}
+	if s := env.Stats; s != nil {
+		p := f.peers[env.Replica]
+		if p == nil {
+			p = new(replicaStats)
+			f.peers[env.Replica] = p
+		}
+		p.counts.add(s.liveCounts)
+		p.interval += s.Interval
+		p.latest, p.seen = s, h.now()
 	}
 	for i := range env.Violations {
 		h.deliver(&env.Violations[i])
@@ -534,31 +559,37 @@ func (h *hub) receive(f *fanState, env *busEnvelope) {
 	}
 }
 
-// sendStats sums this replica's snapshot with the latest of every other
-// replica heard from within two intervals, and sends the sum.
+// sendStats sums this replica's snapshot with the snapshots every other
+// replica sent since the last call, each counted once (see statsData),
+// and sends the sum. The levels (rate, active subjects, health checks,
+// the replica count) take each other replica's latest snapshot, while
+// it was heard from within two intervals; one silent for longer drops
+// out of them, and anything it sent before is still counted.
 func (h *hub) sendStats(f *fanState, local *liveSnapshot) {
 	if h.o.Bus != nil {
 		h.toBus(&busEnvelope{Replica: h.o.Replica, Stats: local})
 	}
 	d := statsData{IntervalSeconds: h.o.StatsInterval.Seconds(), Replicas: 1, Redis: local.Redis, Database: local.Database}
-	subjects := append([]byte(nil), local.Subjects...)
-	add := func(s *liveSnapshot) {
-		d.liveCounts.add(s.liveCounts)
-		if s.Interval > 0 {
-			d.Rate += float64(s.total()) / s.Interval
-		}
-		mergeRegisters(subjects, s.Subjects)
+	d.liveCounts = local.liveCounts
+	if local.Interval > 0 {
+		d.Rate = float64(local.total()) / local.Interval
 	}
-	add(local)
-	now := time.Now()
+	subjects := append([]byte(nil), local.Subjects...)
+	now := h.now()
 	for id, p := range f.peers {
+		d.liveCounts.add(p.counts)
+		if p.interval > 0 {
+			p.rate = float64(p.counts.total()) / p.interval
+		}
+		p.counts, p.interval = liveCounts{}, 0
 		if now.Sub(p.seen) > 2*h.o.StatsInterval {
 			delete(f.peers, id)
 			continue
 		}
-		add(p.snap)
+		d.Rate += p.rate
+		mergeRegisters(subjects, p.latest.Subjects)
 		d.Replicas++
-		d.Redis, d.Database = worstCheck(d.Redis, p.snap.Redis), worstCheck(d.Database, p.snap.Database)
+		d.Redis, d.Database = worstCheck(d.Redis, p.latest.Redis), worstCheck(d.Database, p.latest.Database)
 	}
 	d.Requests = d.total()
 	d.Rate = float64(int64(d.Rate*100+0.5)) / 100
