@@ -34,4 +34,5 @@ func ExampleLoad() {
 	// free: 10 per 1s
 	// free: 300 per 1m0s
 	// warning: keys[1].key: API key "ci-bot" is in plain text; put its hash in keys[1].hash instead (gaia-proxy hash-key)
+	// warning: database.url: not set, so runtime rules, violations, analytics and the quota ledger stay in this replica's data_dir; replicas sharing this Redis share its limits but not those: give them one database.url
 }

@@ -292,6 +292,15 @@ func TestWarnings(t *testing.T) {
 	if got := c.Warnings(); !slices.Equal(got, want) {
 		t.Errorf("got %q\nwant %q", got, want)
 	}
+
+	// Redis without PostgreSQL: limits are shared, the rest is not.
+	c, err = Load(LoadOptions{Overrides: map[string]any{"upstream": "http://x", "redis.url": "redis://127.0.0.1:6379/0", "data_dir": t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Warnings(), "\n"); !strings.Contains(got, "database.url: not set, so runtime rules, violations, analytics and the quota ledger stay in this replica's data_dir") {
+		t.Errorf("Redis without database.url: warnings %q, want one saying what is not shared", got)
+	}
 }
 
 func TestHashedKey(t *testing.T) {

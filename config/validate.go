@@ -483,6 +483,10 @@ func (c *Config) Warnings() []string {
 			w = append(w, fmt.Sprintf("identity.trusted_cidrs[%d]: %s lets any peer assert identity.user_header and X-Forwarded-For", i, s))
 		}
 	}
+	redis := c.Redis.URL != "" || len(c.Redis.ClusterAddrs) > 0 || c.Redis.Sentinel.Master != ""
+	if redis && c.Database.URL == "" {
+		w = append(w, "database.url: not set, so runtime rules, violations, analytics and the quota ledger stay in this replica's data_dir; replicas sharing this Redis share its limits but not those: give them one database.url")
+	}
 	return w
 }
 
