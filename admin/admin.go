@@ -92,6 +92,7 @@ type Server struct {
 	lim          Limiter
 	store        Store
 	rulesChanged func()
+	rankings     usageRankings // of the usage list, behind its cursors
 
 	hub     *hub
 	metrics *Metrics

@@ -34,9 +34,9 @@ type Store interface {
 	DeleteRule(ctx context.Context, id string) (bool, error)
 	// Audit records a change made through the API.
 	Audit(ctx context.Context, actor, action, subject string, detail any) error
-	// TopUsage returns the ledger's most used quota counters of periods
-	// that started at or after since.
-	TopUsage(ctx context.Context, since time.Time, n int) ([]limiter.CounterValue, error)
+	// PeriodUsage returns every ledger counter of a period that started
+	// at one of starts.
+	PeriodUsage(ctx context.Context, starts []time.Time) ([]limiter.CounterValue, error)
 	// Violations and Rollups read the journal (see quota.JournalReader).
 	Violations(ctx context.Context, q quota.ViolationQuery) ([]quota.Violation, string, error)
 	Rollups(ctx context.Context, from, to time.Time) ([]quota.Rollup, error)

@@ -3,11 +3,13 @@ package admin
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gaia-proxy/gaia-proxy/limiter"
@@ -54,9 +56,6 @@ type usageList struct {
 	Subjects   []usageView `json:"subjects"`
 	NextCursor string      `json:"next_cursor"` // "" after the last page
 }
-
-// maxCandidates bounds the ledger counters the usage list ranks.
-const maxCandidates = 1000
 
 // usageReaders is how many subjects the usage list reads from the hot
 // path at once.
@@ -138,26 +137,39 @@ func limiterDown(err error) error {
 // seconds rounds d up to whole seconds.
 func seconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
 
-// usageCursor is where a page of the usage list ends: the ordering key
-// of its last subject.
+// usageCursor is a position in the usage list: the ordering key of the
+// last subject of a page. Alone, it continues the live ranking after
+// that position.
 type usageCursor struct {
 	Fullest float64 `json:"f"`
 	Subject string  `json:"s"`
 }
 
-func (c usageCursor) String() string {
-	b, _ := json.Marshal(c) // a float and a string always encode
+func (c usageCursor) String() string { return pageCursor{usageCursor: c}.String() }
+
+// pageCursor is where a page of the usage list ends: its ranking (see
+// usageRanking) and how many of its subjects the pages so far listed,
+// and the position of the last one, which continues the live ranking
+// once the ranking is gone.
+type pageCursor struct {
+	Ranking string `json:"r,omitempty"`
+	Offset  int    `json:"n,omitempty"`
+	usageCursor
+}
+
+func (c pageCursor) String() string {
+	b, _ := json.Marshal(c) // floats of a ranking, strings and ints always encode
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // parseUsageCursor reads a cursor of the usage list; "" is the start.
-func parseUsageCursor(s string) (*usageCursor, error) {
+func parseUsageCursor(s string) (*pageCursor, error) {
 	if s == "" {
 		return nil, nil
 	}
-	var c usageCursor
+	var c pageCursor
 	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || json.Unmarshal(b, &c) != nil || c.Subject == "" {
+	if err != nil || json.Unmarshal(b, &c) != nil || c.Subject == "" || c.Offset < 0 {
 		return nil, badRequest("cursor: not a cursor this endpoint returned")
 	}
 	return &c, nil
@@ -165,36 +177,129 @@ func parseUsageCursor(s string) (*usageCursor, error) {
 
 // rankUsage lists the subjects using the most of a quota (used/limit of
 // their fullest one), highest first, then by subject, limit per page,
-// after the cursor. The candidates are the subjects of the ledger's most
-// used quota counters in the current periods; each is then read from the
-// hot path, which has the exact numbers.
-func (s *Server) rankUsage(ctx context.Context, pol *limiter.Policy, limit int, after *usageCursor) (usageList, error) {
+// after the cursor.
+//
+// The first page ranks every subject that has a counter of a current
+// period in the ledger, each read from the hot path, which has the exact
+// numbers, and keeps that ranking (see usageRanking): the next pages
+// list the rest of it, so traffic between pages neither skips nor
+// repeats a subject. Each page reads its subjects' usage when it is
+// served. A cursor whose ranking is gone (older than usageRankingTTL, or
+// from another replica) ranks again and continues after its position.
+func (s *Server) rankUsage(ctx context.Context, pol *limiter.Policy, limit int, after *pageCursor) (usageList, error) {
 	list := usageList{Subjects: []usageView{}}
-	since, ok := periodsStart(pol.Config(), s.now())
-	if !ok {
-		return list, nil // no quotas, nothing to rank
-	}
-	values, err := s.store.TopUsage(ctx, since, maxCandidates)
-	if err != nil {
-		return usageList{}, internal("reading the usage ledger", err)
-	}
-	seen := map[string]bool{}
-	var subs []limiter.Subject
-	for _, v := range values {
-		id, ok := pol.CounterSubject(v.Key)
-		if !ok || seen[id] {
-			continue
+	now := s.now()
+	rk, from := (*usageRanking)(nil), 0
+	if after != nil {
+		if rk = s.rankings.get(after.Ranking, now); rk != nil {
+			from = min(after.Offset, len(rk.subjects))
 		}
-		seen[id] = true
+	}
+	var views []usageView // the page's, when ranking read them
+	if rk == nil {
+		ranked, err := s.rankAll(ctx, pol, now)
+		if err != nil {
+			return usageList{}, err
+		}
+		if c := after; c != nil {
+			from = len(ranked)
+			if i := slices.IndexFunc(ranked, func(v usageView) bool {
+				return v.fullest < c.Fullest || v.fullest == c.Fullest && v.Subject > c.Subject
+			}); i >= 0 {
+				from = i
+			}
+		}
+		rk = s.rankings.put(ranked, now)
+		views = ranked[from:min(from+limit, len(ranked))]
+	}
+	to := min(from+limit, len(rk.subjects))
+	if views == nil {
+		var err error
+		if views, err = s.readUsage(ctx, pol, rk.subjects[from:to]); err != nil {
+			return usageList{}, err
+		}
+	}
+	if to < len(rk.subjects) {
+		last := rk.subjects[to-1]
+		list.NextCursor = pageCursor{rk.id, to, usageCursor{last.fullest, last.id}}.String()
+	}
+	list.Subjects = append(list.Subjects, views...)
+	return list, nil
+}
+
+// rankAll reads from the hot path every subject with a counter of one of
+// its own quotas' current periods in the ledger, and returns them ranked:
+// the fullest quota first, then by subject.
+func (s *Server) rankAll(ctx context.Context, pol *limiter.Policy, now time.Time) ([]usageView, error) {
+	starts := periodStarts(pol.Config(), now)
+	if len(starts) == 0 {
+		return nil, nil // no quotas, nothing to rank
+	}
+	values, err := s.store.PeriodUsage(ctx, starts)
+	if err != nil {
+		return nil, internal("reading the usage ledger", err)
+	}
+	type counter struct {
+		key   string
+		start int64
+	}
+	current := make(map[counter]bool, len(values))
+	var ids []string
+	seen := map[string]bool{}
+	for _, v := range values {
+		current[counter{v.Key, v.Start.Unix()}] = true
+		if id, ok := pol.CounterSubject(v.Key); ok && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	// Only counters of the subject's own quotas in their current periods
+	// count: a day that started with the month, or a route's quota, is
+	// no reason to list a subject.
+	var subs []limiter.Subject
+	var limits []limiter.Limit
+	for _, id := range ids {
 		sub, err := resolve(pol, "subject", id)
 		if err != nil {
 			continue // the global counter, or a key no longer configured
 		}
-		subs = append(subs, sub)
+		limits = pol.Limits(limits[:0], sub, nil, now)
+		if slices.ContainsFunc(limits, func(l limiter.Limit) bool {
+			if l.Period == nil {
+				return false
+			}
+			start, _ := l.Period.Bounds(now)
+			return current[counter{l.Key, start.Unix()}]
+		}) {
+			subs = append(subs, sub)
+		}
 	}
-	// Read them side by side: a hot path on Redis answers concurrent
-	// reads in shared round trips, where one after the other each would
-	// wait for its own.
+	views, err := s.readSubjects(ctx, pol, subs)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(views, func(a, b usageView) int {
+		return cmp.Or(cmp.Compare(b.fullest, a.fullest), strings.Compare(a.Subject, b.Subject))
+	})
+	return views, nil
+}
+
+// readUsage reads the usage of the ranked subjects of a page, in order;
+// a subject the policy no longer knows is left out.
+func (s *Server) readUsage(ctx context.Context, pol *limiter.Policy, ranked []rankedSubject) ([]usageView, error) {
+	subs := make([]limiter.Subject, 0, len(ranked))
+	for _, r := range ranked {
+		if sub, err := resolve(pol, "subject", r.id); err == nil {
+			subs = append(subs, sub)
+		}
+	}
+	return s.readSubjects(ctx, pol, subs)
+}
+
+// readSubjects reads subs from the hot path side by side: a hot path on
+// Redis answers concurrent reads in shared round trips, where one after
+// the other each would wait for its own.
+func (s *Server) readSubjects(ctx context.Context, pol *limiter.Policy, subs []limiter.Subject) ([]usageView, error) {
 	views := make([]usageView, len(subs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(usageReaders)
@@ -205,38 +310,21 @@ func (s *Server) rankUsage(ctx context.Context, pol *limiter.Policy, limit int, 
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return usageList{}, err
+		return nil, err
 	}
-	slices.SortFunc(views, func(a, b usageView) int {
-		return cmp.Or(cmp.Compare(b.fullest, a.fullest), strings.Compare(a.Subject, b.Subject))
-	})
-	if c := after; c != nil {
-		i := slices.IndexFunc(views, func(v usageView) bool {
-			return v.fullest < c.Fullest || v.fullest == c.Fullest && v.Subject > c.Subject
-		})
-		if i < 0 {
-			i = len(views)
-		}
-		views = views[i:]
-	}
-	if len(views) > limit {
-		views = views[:limit]
-		last := views[limit-1]
-		list.NextCursor = usageCursor{last.fullest, last.Subject}.String()
-	}
-	list.Subjects = append(list.Subjects, views...)
-	return list, nil
+	return views, nil
 }
 
-// periodsStart returns the earliest start of the current periods of
-// every quota cfg defines, so that TopUsage since then sees every
-// current counter; false when there are no quotas.
-func periodsStart(cfg limiter.PolicyConfig, now time.Time) (time.Time, bool) {
-	var since time.Time
+// periodStarts returns the start of the current period of every quota
+// cfg defines, each once: where the ledger keeps the counters the usage
+// list ranks.
+func periodStarts(cfg limiter.PolicyConfig, now time.Time) []time.Time {
+	var starts []time.Time
 	add := func(l limiter.Limits) {
 		for _, sp := range l.Quota {
-			if start, _ := sp.Period.Bounds(now); since.IsZero() || start.Before(since) {
-				since = start
+			start, _ := sp.Period.Bounds(now)
+			if !slices.ContainsFunc(starts, start.Equal) {
+				starts = append(starts, start)
 			}
 		}
 	}
@@ -255,7 +343,77 @@ func periodsStart(cfg limiter.PolicyConfig, now time.Time) (time.Time, bool) {
 	for _, r := range cfg.Rules {
 		add(r.Limits)
 	}
-	return since, !since.IsZero()
+	return starts
+}
+
+// Rankings of the usage list are kept usageRankingTTL after they were
+// taken, and at most usageRankingsMax subjects in all (about 64 bytes
+// each plus the subject's name): past it, the oldest rankings go first,
+// and their cursors rank again (see rankUsage). The newest one is always
+// kept.
+var (
+	usageRankingTTL  = 5 * time.Minute
+	usageRankingsMax = 1 << 20
+)
+
+// rankedSubject is a subject of a ranking and its ordering key.
+type rankedSubject struct {
+	id      string
+	fullest float64
+}
+
+// usageRanking is the order of the usage list when its first page was
+// served.
+type usageRanking struct {
+	id       string // random: a cursor of another replica finds none
+	taken    time.Time
+	subjects []rankedSubject
+}
+
+// usageRankings keeps the recent rankings of the usage list. The zero
+// value is empty and ready to use.
+type usageRankings struct {
+	mu   sync.Mutex
+	list []*usageRanking // oldest first
+	size int             // subjects in list
+}
+
+// put keeps the ranking of views, taken at now, and returns it.
+func (rs *usageRankings) put(views []usageView, now time.Time) *usageRanking {
+	rk := &usageRanking{id: rand.Text(), taken: now, subjects: make([]rankedSubject, len(views))}
+	for i, v := range views {
+		rk.subjects[i] = rankedSubject{v.Subject, v.fullest}
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.list = append(rs.list, rk)
+	rs.size += len(rk.subjects)
+	drop := 0
+	for _, old := range rs.list[:len(rs.list)-1] {
+		if now.Sub(old.taken) < usageRankingTTL && rs.size <= usageRankingsMax {
+			break
+		}
+		rs.size -= len(old.subjects)
+		drop++
+	}
+	rs.list = slices.Delete(rs.list, 0, drop)
+	return rk
+}
+
+// get returns the ranking id names, or nil if it is gone or older than
+// usageRankingTTL.
+func (rs *usageRankings) get(id string, now time.Time) *usageRanking {
+	if id == "" {
+		return nil
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for _, rk := range rs.list {
+		if rk.id == id && now.Sub(rk.taken) < usageRankingTTL {
+			return rk
+		}
+	}
+	return nil
 }
 
 // resetBody is the body of POST /api/admin/quotas/reset.

@@ -254,3 +254,120 @@ func BenchmarkUsageList(b *testing.B) {
 		}
 	}
 }
+
+// TestUsageListEverySubject: the list ranks every subject of a
+// current-period counter by its fullest quota, however many there are
+// and whatever their absolute usage: a subject at 100% of a quota of 1 is
+// first when 1001 others have used more requests but less of their
+// quotas, and every page together lists each subject once.
+func TestUsageListEverySubject(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *apiEnv) {
+		cfg := policyConfig()
+		cfg.Users = append(cfg.Users, limiter.User{ID: "zz-small",
+			Limits: limiter.Limits{Quota: []limiter.Spec{{Limit: 1, Period: daily()}}}})
+		pol, err := limiter.NewPolicy(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.policy.Store(pol)
+		e.requests("user:zz-small", 1) // 1/1: 100%
+		const n = 1001
+		for i := range n {
+			e.requests(fmt.Sprintf("ip:10.1.%d.%d", i/256, i%256), 2) // 2/50: 4%
+		}
+		e.flush()
+		for _, limit := range []string{"1000", "300"} {
+			got, pages := e.ranked(limit)
+			if len(got) != n+1 || got[0] != "user:zz-small" {
+				first := ""
+				if len(got) > 0 {
+					first = got[0]
+				}
+				t.Fatalf("limit %s: %d subjects on %d pages, the first %q; want %d, user:zz-small first", limit, len(got), pages, first, n+1)
+			}
+			seen := map[string]bool{}
+			for _, s := range got {
+				if seen[s] {
+					t.Errorf("limit %s: %s listed twice", limit, s)
+				}
+				seen[s] = true
+			}
+		}
+	})
+}
+
+// TestUsageListCurrentPeriods: counters of periods that are over (the
+// earlier days of a month that has a monthly quota) are not ranked and
+// leave no subject out.
+func TestUsageListCurrentPeriods(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *apiEnv) {
+		for i := range 1001 {
+			e.requests(fmt.Sprintf("ip:10.2.%d.%d", i/256, i%256), 4) // yesterday: 4/50
+		}
+		e.flush()
+		e.clock.Advance(24 * time.Hour)
+		e.requests("user:bob", 3) // today: 3/100 a day, 3/2000 a month
+		e.flush()
+		if got, _ := e.ranked("1000"); len(got) != 1 || got[0] != "user:bob" {
+			t.Errorf("ranked %d subjects %v, want only user:bob", len(got), got[:min(len(got), 3)])
+		}
+	})
+}
+
+// TestUsageListSnapshot: the pages after the first continue the ranking
+// the first page took, so traffic between pages neither skips nor
+// repeats a subject; the numbers on each page are read when it is
+// served. A cursor older than usageSnapshotTTL continues the live
+// ranking after its position.
+func TestUsageListSnapshot(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *apiEnv) {
+		e.requests("ip:203.0.113.9", 5) // 5/50
+		e.requests("key:ci-bot", 8)     // 8/100
+		e.requests("user:bob", 3)       // 3/100
+		e.requests("key:acme-prod", 15) // 15/1000
+		e.flush()
+		page := func(cursor string) usageListBody {
+			t.Helper()
+			var l usageListBody
+			want(t, e.get("/api/admin/quotas/usage?limit=2&cursor="+cursor), http.StatusOK).decode(t, &l)
+			return l
+		}
+		names := func(l usageListBody) string {
+			var s []string
+			for _, v := range l.Subjects {
+				s = append(s, v.Subject)
+			}
+			return strings.Join(s, " ")
+		}
+		first := page("")
+		if got := names(first); got != "ip:203.0.113.9 key:ci-bot" || first.NextCursor == "" {
+			t.Fatalf("first page: %s, cursor %q", got, first.NextCursor)
+		}
+		// bob passes everyone, alice passes ci-bot: a live ranking would
+		// skip both.
+		e.clock.Advance(2 * time.Second)
+		e.requests("user:bob", 9) // 12/100
+		for range 4 {
+			e.clock.Advance(2 * time.Second)
+			e.requests("key:acme-prod", 19)
+		} // 91/1000
+		second := page(first.NextCursor)
+		if got := names(second); got != "user:bob user:alice" || second.NextCursor != "" {
+			t.Fatalf("second page: %s, cursor %q; want user:bob user:alice, the end", got, second.NextCursor)
+		}
+		if q := second.Subjects[0].Quota[0]; q.Used != 12 {
+			t.Errorf("bob on the second page: used %d, want 12, read when served", q.Used)
+		}
+
+		// An expired snapshot: the live ranking after the cursor's
+		// position (8/100 of ci-bot), bob's 12/100 now before it.
+		first = page("")
+		if got := names(first); got != "user:bob ip:203.0.113.9" {
+			t.Fatalf("first page again: %s", got)
+		}
+		e.clock.Advance(10 * time.Minute)
+		if got := names(page(first.NextCursor)); got != "user:alice key:ci-bot" {
+			t.Errorf("after the snapshot expired: %s, want user:alice key:ci-bot", got)
+		}
+	})
+}

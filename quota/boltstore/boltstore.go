@@ -7,14 +7,12 @@ package boltstore
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -176,26 +174,30 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 	return n, nil
 }
 
-// TopUsage returns up to n quota counters of periods that started at or
-// after since, the most used first (then by key and start), for the
-// admin API's ranking of subjects; n below 1 returns none. It scans every counter: the embedded
-// store serves one process, with as many counters as its callers.
-func (s *Store) TopUsage(ctx context.Context, since time.Time, n int) ([]limiter.CounterValue, error) {
-	if n < 1 {
+// PeriodUsage returns every counter of a period that started at one of
+// starts (to the second), in no particular order, for the admin API's
+// ranking of subjects; see quotatest.RunPeriodUsage. It scans every
+// counter: the embedded store serves one process, with as many counters
+// as its callers.
+func (s *Store) PeriodUsage(ctx context.Context, starts []time.Time) ([]limiter.CounterValue, error) {
+	if len(starts) == 0 {
 		return nil, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("boltstore: top usage: %w", err)
+		return nil, fmt.Errorf("boltstore: period usage: %w", err)
+	}
+	at := make(map[int64]bool, len(starts))
+	for _, t := range starts {
+		at[t.Unix()] = true
 	}
 	var values []limiter.CounterValue
 	err := s.db.View(func(tx *bbolt.Tx) error {
-		cut := since.Unix()
 		return tx.Bucket([]byte(usageBucket)).ForEach(func(k, v []byte) error {
 			if len(k) < 9 {
 				return nil
 			}
 			start := int64(binary.BigEndian.Uint64(k[len(k)-8:]))
-			if start < cut {
+			if !at[start] {
 				return nil
 			}
 			used, seq := decodeUsage(v)
@@ -205,12 +207,9 @@ func (s *Store) TopUsage(ctx context.Context, since time.Time, n int) ([]limiter
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("boltstore: top usage: %w", err)
+		return nil, fmt.Errorf("boltstore: period usage: %w", err)
 	}
-	slices.SortFunc(values, func(a, b limiter.CounterValue) int {
-		return cmp.Or(cmp.Compare(b.Used, a.Used), cmp.Compare(a.Key, b.Key), a.Start.Compare(b.Start))
-	})
-	return values[:min(n, len(values))], nil
+	return values, nil
 }
 
 // usageKey appends the usageBucket key of c to dst.

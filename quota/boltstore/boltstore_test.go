@@ -34,8 +34,8 @@ func TestStore(t *testing.T) {
 	quotatest.RunStore(t, func(t *testing.T) quota.Store { return temp(t) })
 }
 
-func TestTopUsage(t *testing.T) {
-	quotatest.RunTopUsage(t, func(t *testing.T) quotatest.TopUsage { return temp(t) })
+func TestPeriodUsage(t *testing.T) {
+	quotatest.RunPeriodUsage(t, func(t *testing.T) quotatest.PeriodUsage { return temp(t) })
 }
 
 func TestRules(t *testing.T) {

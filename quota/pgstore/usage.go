@@ -110,23 +110,26 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 	return int(tag.RowsAffected()), nil
 }
 
-// topUsage orders bytewise (COLLATE "C") to break ties as boltstore does.
-const topUsage = `
+// periodUsage reads the counters of some period starts; the index on
+// period_start finds them.
+const periodUsage = `
 SELECT counter, period_start, used, seq FROM quota_usage
-WHERE period_start >= $1
-ORDER BY used DESC, counter COLLATE "C", period_start
-LIMIT $2`
+WHERE period_start = ANY($1::timestamptz[])`
 
-// TopUsage returns up to n quota counters of periods that started at or
-// after since, the most used first (then by key and start), for the
-// admin API's ranking of subjects; n below 1 returns none.
-func (s *Store) TopUsage(ctx context.Context, since time.Time, n int) ([]limiter.CounterValue, error) {
-	if n < 1 {
+// PeriodUsage returns every counter of a period that started at one of
+// starts (to the second), in no particular order, for the admin API's
+// ranking of subjects; see quotatest.RunPeriodUsage.
+func (s *Store) PeriodUsage(ctx context.Context, starts []time.Time) ([]limiter.CounterValue, error) {
+	if len(starts) == 0 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, topUsage, since, n)
+	at := make([]time.Time, len(starts))
+	for i, t := range starts {
+		at[i] = second(t)
+	}
+	rows, err := s.pool.Query(ctx, periodUsage, at)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: top usage: %w", err)
+		return nil, fmt.Errorf("pgstore: period usage: %w", err)
 	}
 	values, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (limiter.CounterValue, error) {
 		var v limiter.CounterValue
@@ -135,7 +138,7 @@ func (s *Store) TopUsage(ctx context.Context, since time.Time, n int) ([]limiter
 		return v, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: top usage: %w", err)
+		return nil, fmt.Errorf("pgstore: period usage: %w", err)
 	}
 	return values, nil
 }

@@ -47,8 +47,8 @@ func TestStore(t *testing.T) {
 	quotatest.RunStore(t, func(t *testing.T) quota.Store { return pgStore(t) })
 }
 
-func TestTopUsage(t *testing.T) {
-	quotatest.RunTopUsage(t, func(t *testing.T) quotatest.TopUsage { return pgStore(t) })
+func TestPeriodUsage(t *testing.T) {
+	quotatest.RunPeriodUsage(t, func(t *testing.T) quotatest.PeriodUsage { return pgStore(t) })
 }
 
 func TestPrune(t *testing.T) {

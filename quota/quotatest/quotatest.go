@@ -1,12 +1,16 @@
 // Package quotatest is the contract the durable stores pass: boltstore
 // always, pgstore when a test database is configured. RunStore checks
-// the quota ledger, RunTopUsage its ranking, RunJournal violations and
-// roll-ups, RunRules runtime rules and RunAudit the audit log.
+// the quota ledger, RunPeriodUsage its listing of current periods,
+// RunJournal violations and roll-ups, RunRules runtime rules and
+// RunAudit the audit log.
 package quotatest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,18 +134,19 @@ func show(v limiter.CounterValue) string {
 	return fmt.Sprintf("%q@%s used=%d seq=%d", v.Key, v.Start.UTC().Format(time.RFC3339), v.Used, v.Seq)
 }
 
-// TopUsage is what RunTopUsage tests: a quota.Store that ranks its
-// counters.
-type TopUsage interface {
+// PeriodUsage is what RunPeriodUsage tests: a quota.Store that lists
+// the counters of given periods.
+type PeriodUsage interface {
 	quota.Store
-	TopUsage(ctx context.Context, since time.Time, n int) ([]limiter.CounterValue, error)
+	PeriodUsage(ctx context.Context, starts []time.Time) ([]limiter.CounterValue, error)
 }
 
-// RunTopUsage runs the contract of TopUsage: the counters of periods
-// that started at or after since, most used first, ties broken by key
-// (bytewise) then start, at most n. newStore returns an empty store for
-// one subtest and registers its cleanup with t.
-func RunTopUsage(t *testing.T, newStore func(t *testing.T) TopUsage) {
+// RunPeriodUsage runs the contract of PeriodUsage: every counter whose
+// period started at one of starts (to the second, whatever the
+// Location), however many there are, and no other; in any order. No
+// starts list none. newStore returns an empty store for one subtest and
+// registers its cleanup with t.
+func RunPeriodUsage(t *testing.T, newStore func(t *testing.T) PeriodUsage) {
 	ctx := context.Background()
 	s := newStore(t)
 	month := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
@@ -152,35 +157,51 @@ func RunTopUsage(t *testing.T, newStore func(t *testing.T) TopUsage) {
 	values := []limiter.CounterValue{
 		val("{user:alice}user:alice/qmonthly", month, 500),
 		val("{user:alice}user:alice/qdaily", day, 40),
-		val("{user:alice}user:alice/qdaily", day.AddDate(0, 0, -1), 90), // an earlier day
-		val("{key:ci}key:ci/qdaily", day, 40),
-		val("{ip:10.0.0.1}ip:10.0.0.1/qdaily", day, 7),
-		val("{user:bob}user:bob/qdaily", day.AddDate(0, -1, 0), 9999), // last month
-		val("{key:B}key:B/qdaily", day, 40),                           // "B" < "c" < "u" bytewise, not in every collation
+		val("{user:alice}user:alice/qdaily", day.AddDate(0, 0, -1), 90),    // an earlier day
+		val("{user:alice}user:alice/qdaily", month, 70),                    // the month's first day
+		val("{user:bob}user:bob/qdaily", day.AddDate(0, -1, 0), 9999),      // last month
+		val("{user:bob}user:bob/qmonthly", month.AddDate(0, -1, 0), 12345), // last month
+		val("{key:B}key:B/qdaily", day, 0),                                 // used up to 0 by a reset
+	}
+	// More counters of the day than any page or ranking bound: all of
+	// them are listed.
+	const many = 2500
+	for i := range many {
+		values = append(values, val(fmt.Sprintf("{ip:10.0.%d.%d}ip:10.0.%d.%d/qdaily", i/256, i%256, i/256, i%256), day, int64(1+i%7)))
 	}
 	if err := s.Write(ctx, values); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.TopUsage(ctx, month, 0); err != nil || len(got) != 0 {
-		t.Errorf("TopUsage(n=0) = %v, %v, want none", got, err)
-	}
-	got, err := s.TopUsage(ctx, month, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []limiter.CounterValue{values[0], values[2], values[6], values[3], values[1]}
-	if len(got) != len(want) {
-		t.Fatalf("TopUsage(since %s, 5): got %d values, want %d", month.Format(time.DateOnly), len(got), len(want))
-	}
-	for i := range want {
-		g, w := got[i], want[i]
-		if g.Key != w.Key || !g.Start.Equal(w.Start) || g.Used != w.Used || g.Seq != w.Seq {
-			t.Errorf("value %d: got %s, want %s", i, show(g), show(w))
+	check := func(name string, starts []time.Time, want []limiter.CounterValue) {
+		t.Helper()
+		got, err := s.PeriodUsage(ctx, starts)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		order := func(a, b limiter.CounterValue) int {
+			return cmp.Or(strings.Compare(a.Key, b.Key), a.Start.Compare(b.Start))
+		}
+		slices.SortFunc(got, order)
+		want = slices.SortedFunc(slices.Values(want), order)
+		if len(got) != len(want) {
+			t.Fatalf("%s: got %d values, want %d", name, len(got), len(want))
+		}
+		for i := range want {
+			g, w := got[i], want[i]
+			if g.Key != w.Key || !g.Start.Equal(w.Start) || g.Used != w.Used || g.Seq != w.Seq {
+				t.Errorf("%s: value %d: got %s, want %s", name, i, show(g), show(w))
+			}
 		}
 	}
-	if got, err := s.TopUsage(ctx, day, 100); err != nil || len(got) != 4 {
-		t.Errorf("TopUsage(since %s): got %d values, %v, want the 4 of that day", day.Format(time.DateOnly), len(got), err)
-	}
+	check("no starts", nil, nil)
+	check("the month", []time.Time{month}, []limiter.CounterValue{values[0], values[3]})
+	ofDay := append([]limiter.CounterValue{values[1], values[6]}, values[7:]...)
+	// A start in another Location, with a fraction of a second, names
+	// the same second.
+	tokyo := time.FixedZone("JST", 9*3600)
+	check("the day and the month", []time.Time{day.In(tokyo).Add(400 * time.Millisecond), month},
+		append([]limiter.CounterValue{values[0], values[3]}, ofDay...))
+	check("a start without counters", []time.Time{day.AddDate(0, 0, 1)}, nil)
 }
 
 // Prune is a quota.Store that deletes the usage of old periods.
