@@ -228,29 +228,38 @@ func TestReset(t *testing.T) {
 }
 
 // BenchmarkUsageList: a page of the usage list when 1000 subjects use a
-// quota, each read from the hot path, one after the other (readers=1,
-// as before) and side by side (readers=32, as served). On Redis the
-// concurrent reads share round trips.
+// quota. The first page reads every subject from the hot path and ranks
+// them, one after the other (readers=1) and side by side (readers=32,
+// as served); on Redis the concurrent reads share round trips. A next
+// page follows the first page's ranking and reads only its own subjects.
 func BenchmarkUsageList(b *testing.B) {
 	for _, h := range hotPaths {
 		for _, readers := range []int{1, 32} {
-			b.Run(fmt.Sprintf("%s/readers=%d", h.name, readers), func(b *testing.B) {
-				defer admin.SetUsageReaders(readers)()
-				clock := storetest.NewClock(t0)
-				e := newAPIOn(b, backends[0].open(b), h.open(b, clock), clock, "")
-				for i := range 1000 {
-					e.requests(fmt.Sprintf("ip:10.0.%d.%d", i/256, i%256), 1+i%5) // the anonymous plan admits 5 a second
-				}
-				e.flush()
-				b.ResetTimer()
-				for b.Loop() {
-					var l usageListBody
-					want(b, e.get("/api/admin/quotas/usage?limit=50"), http.StatusOK).decode(b, &l)
-					if len(l.Subjects) != 50 || l.Subjects[0].Quota[0].Used != 5 {
-						b.Fatalf("page: %d subjects, the first %+v", len(l.Subjects), l.Subjects[0])
+			for _, page := range []string{"first", "next"} {
+				b.Run(fmt.Sprintf("%s/readers=%d/%s", h.name, readers, page), func(b *testing.B) {
+					defer admin.SetUsageReaders(readers)()
+					clock := storetest.NewClock(t0)
+					e := newAPIOn(b, backends[0].open(b), h.open(b, clock), clock, "")
+					for i := range 1000 {
+						e.requests(fmt.Sprintf("ip:10.0.%d.%d", i/256, i%256), 1+i%5) // the anonymous plan admits 5 a second
 					}
-				}
-			})
+					e.flush()
+					target := "/api/admin/quotas/usage?limit=50"
+					if page == "next" {
+						var l usageListBody
+						want(b, e.get(target), http.StatusOK).decode(b, &l)
+						target += "&cursor=" + l.NextCursor
+					}
+					b.ResetTimer()
+					for b.Loop() {
+						var l usageListBody
+						want(b, e.get(target), http.StatusOK).decode(b, &l)
+						if len(l.Subjects) != 50 || l.Subjects[0].Quota[0].Used != 5 || l.NextCursor == "" {
+							b.Fatalf("page: %d subjects, the first %+v", len(l.Subjects), l.Subjects[0])
+						}
+					}
+				})
+			}
 		}
 	}
 }
