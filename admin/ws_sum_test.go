@@ -8,28 +8,11 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter/storetest"
 )
-
-// statsClock is a clock the test moves by hand.
-type statsClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *statsClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *statsClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // fanDriver runs a hub's fan-out and hands it, one at a time and in the
 // order given, this replica's stats ticks and other replicas' snapshots,
@@ -39,13 +22,13 @@ type fanDriver struct {
 	t     *testing.T
 	h     *hub
 	cl    *liveClient
-	clock *statsClock
+	clock *storetest.Clock
 	start time.Time
 }
 
 func newFanDriver(t *testing.T, interval time.Duration) *fanDriver {
 	start := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	d := &fanDriver{t: t, clock: &statsClock{t: start}, start: start}
+	d := &fanDriver{t: t, clock: storetest.NewClock(start), start: start}
 	d.h = newHub(StreamOptions{Replica: "A", StatsInterval: interval}, nil, t.Logf, d.clock.Now)
 	d.cl = &liveClient{send: make(chan []byte, 64)}
 	if !d.h.add(d.cl) {
@@ -62,7 +45,7 @@ func newFanDriver(t *testing.T, interval time.Duration) *fanDriver {
 }
 
 // at moves the clock to offset from the start.
-func (d *fanDriver) at(offset time.Duration) { d.clock.set(d.start.Add(offset)) }
+func (d *fanDriver) at(offset time.Duration) { d.clock.Set(d.start.Add(offset)) }
 
 // peer delivers a snapshot of replica, as the Bus does, and returns once
 // the fan-out has taken it in.
