@@ -119,13 +119,44 @@ func (b *bufferPool) Get() []byte {
 func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }
 
 // newTransport is http.DefaultTransport with room for many idle
-// connections to the one upstream, and the upstream timeout.
+// connections to the one upstream, and the upstream timeout: for the
+// connection (dial and TLS handshake), for each write of the request to
+// stall (an upstream that stops reading a body), and for the response
+// headers once the request is sent. It leaves Accept-Encoding as the
+// client sent it: asking the upstream for gzip the client did not ask
+// for would have the proxy decompress the answer, and the client get it
+// without its Content-Length, under the gzip representation's ETag.
 func newTransport(timeout time.Duration) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 0
 	t.MaxIdleConnsPerHost = 1024
 	t.ResponseHeaderTimeout = timeout
+	t.TLSHandshakeTimeout = timeout
+	t.DisableCompression = true
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &writeBounded{Conn: c, timeout: timeout}, nil
+	}
 	return t
+}
+
+// writeBounded gives each Write on a connection to the upstream timeout
+// to make progress, so that an upstream that stops reading a request
+// body fails the request (504) instead of holding it forever.
+type writeBounded struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *writeBounded) Write(b []byte) (int, error) {
+	if err := c.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
 }
 
 // SetSettings swaps the policy and identity rules; requests already
@@ -287,14 +318,20 @@ func (p *Proxy) answered(x *exchange, status int) {
 // or is too slow (SPEC §4.7).
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	x := exchangeFrom(r.Context())
-	p.refund(context.WithoutCancel(r.Context()), x)
 	if r.Context().Err() != nil {
+		// The caller left; the upstream may well have done the work, so
+		// the request stays charged (as nginx counts its 499s). A
+		// refund here would let a caller that hangs up just before the
+		// answer use a count-success quota without end.
 		callerLeft(w)
 		return
 	}
+	p.refund(context.WithoutCancel(r.Context()), x)
 	setHeaders(w.Header(), x)
 	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+	var oe *net.OpError
+	dial := errors.As(err, &oe) && oe.Op == "dial" // not reached, in time or not: unreachable
+	if !dial && (errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())) {
 		p.answered(x, http.StatusGatewayTimeout)
 		p.fail(w, r, http.StatusGatewayTimeout, "upstream_timeout", "the upstream did not answer in time", err)
 		return

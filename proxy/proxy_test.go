@@ -694,3 +694,94 @@ func TestUpstreamHook(t *testing.T) {
 		t.Errorf("upstream hook saw %q, want %q", got, want)
 	}
 }
+
+// TestNoRefundWhenCallerLeaves: a caller that hangs up before the
+// upstream answers stays charged, even for a count-success quota: the
+// upstream may have done the work.
+func TestNoRefundWhenCallerLeaves(t *testing.T) {
+	d := &fakeDecider{decide: allowAll}
+	arrived, release := make(chan struct{}), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+	}))
+	defer up.Close()
+	defer close(release) // before up.Close, which waits for its handler
+	u, _ := url.Parse(up.URL)
+	p := New(u, d, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{Logf: t.Logf})
+	handled := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(handled)
+		p.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/x", nil)
+	req.Header.Set("X-Api-Key", "secret-1")
+	go func() { <-arrived; cancel() }()
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the request was answered (%d) after its caller left", resp.StatusCode)
+	}
+	<-handled
+	if n := d.refunds.Load(); n != 0 {
+		t.Errorf("refunded %d units to a caller that hung up, want 0", n)
+	}
+}
+
+// TestStalledUploadTimesOut: an upstream that stops reading a request
+// body fails the request with 504 after upstream_timeout of no progress,
+// rather than holding it as long as the upstream likes.
+func TestStalledUploadTimesOut(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	stalled := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release // reads nothing of the body
+	})
+	srv := newTestProxy(t, stalled, &fakeDecider{decide: allowAll}, &Options{UpstreamTimeout: 200 * time.Millisecond, Logf: t.Logf})
+	body := io.LimitReader(zeros{}, 256<<20)                        // far more than socket buffers hold
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second) // a hang, not a timing
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/upload", body)
+	req.Header.Set("X-Api-Key", "secret-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("upload to an upstream that reads nothing: %v (want a 504 within upstream_timeout of the stall)", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(b), `"upstream_timeout"`) {
+		t.Errorf("upload to an upstream that reads nothing: %d %s, want 504 upstream_timeout", resp.StatusCode, b)
+	}
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) { clear(b); return len(b), nil }
+
+// TestAcceptEncodingAsSent: the proxy does not ask the upstream for a
+// compression the client did not ask for.
+func TestAcceptEncodingAsSent(t *testing.T) {
+	seen := make(chan []string, 2)
+	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Header["Accept-Encoding"] })
+	srv := newTestProxy(t, up, &fakeDecider{decide: allowAll}, &Options{Logf: t.Logf})
+	tr := &http.Transport{DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	for _, ae := range []string{"", "br"} {
+		req, _ := http.NewRequest("GET", srv.URL+"/x", nil)
+		req.Header.Set("X-Api-Key", "secret-1")
+		if ae != "" {
+			req.Header.Set("Accept-Encoding", ae)
+		}
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := <-seen
+		if ae == "" && len(got) != 0 || ae != "" && (len(got) != 1 || got[0] != ae) {
+			t.Errorf("client sent Accept-Encoding %q; the upstream saw %q", ae, got)
+		}
+	}
+}
