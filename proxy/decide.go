@@ -152,7 +152,7 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, x *exchange) {
 		RetryAfter: retry,
 		Subject:    x.subject.ID,
 	}
-	if x.cost > s.Limit.Limit {
+	if !s.Limit.PerRequest && x.cost > s.Limit.Limit { // a per-request limit charges 1
 		body.Message += "; this request costs " + strconv.FormatInt(x.cost, 10) + " and can never fit"
 	}
 	h := w.Header()

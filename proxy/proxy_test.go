@@ -785,3 +785,24 @@ func TestAcceptEncodingAsSent(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalNeverFits: the 429 says a request can never fit only when
+// its cost exceeds a limit that it is charged against; a per-request
+// limit (a route's) charges 1, whatever the route costs.
+func TestRefusalNeverFits(t *testing.T) {
+	for _, tc := range []struct {
+		perRequest bool
+		want       bool
+	}{{false, true}, {true, false}} {
+		x := &exchange{cost: 5, subject: limiter.Subject{ID: "key:k1"}}
+		x.decision = limiter.Decision{Statuses: []limiter.Status{{
+			Limit:    limiter.Limit{Name: "confirm-10s", Limit: 2, Window: 10 * time.Second, PerRequest: tc.perRequest},
+			Exceeded: true, RetryAfter: 10 * time.Second,
+		}}}
+		w := httptest.NewRecorder()
+		(&Proxy{}).refuse(w, httptest.NewRequest("GET", "/confirm", nil), x)
+		if got := strings.Contains(w.Body.String(), "can never fit"); got != tc.want {
+			t.Errorf("per request %v, cost 5, limit 2: %s; want \"can never fit\" %v", tc.perRequest, w.Body, tc.want)
+		}
+	}
+}
