@@ -190,6 +190,13 @@ func (p *Proxy) rewrite(up *url.URL) func(*httputil.ProxyRequest) {
 				h["X-Forwarded-For"] = prior
 			}
 		}
+		if t := h.Get("Upgrade"); t != "" && !strings.EqualFold(t, "websocket") {
+			// Only WebSocket passes (SPEC §4.4). After a 101 the
+			// connection is raw bytes: another protocol (h2c, say) would
+			// carry requests that are never identified or limited.
+			h.Del("Upgrade")
+			h.Del("Connection")
+		}
 		x.forwarded = time.Now()
 		pr.SetURL(up)
 		pr.SetXForwarded()

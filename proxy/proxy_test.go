@@ -806,3 +806,36 @@ func TestRefusalNeverFits(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlyWebSocketUpgrades: a WebSocket upgrade reaches the upstream;
+// any other (h2c, say) goes as a plain request, so no tunnel opens in
+// which requests would pass unidentified and unlimited.
+func TestOnlyWebSocketUpgrades(t *testing.T) {
+	seen := make(chan string, 1)
+	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("Upgrade")
+		if r.Header.Get("Upgrade") != "" {
+			w.Header().Set("Connection", "Upgrade")
+			w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
+			w.WriteHeader(http.StatusSwitchingProtocols)
+		}
+	})
+	srv := newTestProxy(t, up, &fakeDecider{decide: allowAll}, &Options{Logf: t.Logf})
+	for _, tc := range []struct{ upgrade, want string }{{"websocket", "websocket"}, {"WebSocket", "WebSocket"}, {"h2c", ""}, {"tls/1.3", ""}} {
+		req, _ := http.NewRequest("GET", srv.URL+"/x", nil)
+		req.Header.Set("X-Api-Key", "secret-1")
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", tc.upgrade)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := <-seen; got != tc.want {
+			t.Errorf("Upgrade: %s reached the upstream as %q, want %q", tc.upgrade, got, tc.want)
+		}
+		if tc.want == "" && resp.StatusCode == http.StatusSwitchingProtocols {
+			t.Errorf("Upgrade: %s switched protocols through the proxy", tc.upgrade)
+		}
+	}
+}
