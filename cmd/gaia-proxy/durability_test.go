@@ -340,3 +340,48 @@ func TestPostgresOutage(t *testing.T) {
 	waitFor(t, 5*time.Second, "the ledger catching up", func() bool { return ledgerUsed(t, dbURL) == admitted }, in.logs)
 	t.Logf("%d admitted; the ledger holds them all", admitted)
 }
+
+// TestSIGHUPDuringStart: a SIGHUP while the server is still starting
+// (here: waiting for a Redis that does not answer) does not end it, as
+// the signal's default would; it reloads once the server runs.
+func TestSIGHUPDuringStart(t *testing.T) {
+	rl := relay.New(t, redisAddr(t))
+	rl.Freeze()
+	cmd := exec.Command(binary(t), "serve", "--upstream", "http://127.0.0.1:1", "--listen", "127.0.0.1:0",
+		"--admin-listen", "127.0.0.1:0", "--data-dir", t.TempDir())
+	cmd.Env = append(os.Environ(), "GAIA_REDIS_URL=redis://"+rl.Addr()+"/0")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	logs := &logBuffer{}
+	serving := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			logs.logf("%s", line)
+			// Printed after the config is read, before Redis is asked.
+			if strings.Contains(line, "database.url: not set") {
+				cmd.Process.Signal(syscall.SIGHUP)
+			}
+			if strings.Contains(line, ", admin on ") {
+				serving <- true
+				return
+			}
+		}
+		serving <- false // the process ended first
+	}()
+	select {
+	case ok := <-serving:
+		if !ok {
+			t.Fatalf("gaia-proxy ended on a SIGHUP during its start: %v\n%s", cmd.Wait(), logs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("gaia-proxy did not start\n%s", logs)
+	}
+}

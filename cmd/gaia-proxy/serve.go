@@ -92,6 +92,12 @@ type serveOptions struct {
 // serve runs the proxy and admin port until ctx is done, then drains and
 // flushes. ready, when not nil, is called with the listening addresses.
 func serve(ctx context.Context, so serveOptions, logf func(string, ...any), ready func(proxyAddr, adminAddr string)) error {
+	// SIGHUP reloads (SPEC §3): caught from the start, since by default it
+	// ends the process, and a start can take seconds (a migration's lock,
+	// Redis). One that comes before the watch begins reloads once then.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var watcher *config.Watcher
 	if so.File != "" {
 		// Watch before loading, so that no edit slips in between.
@@ -137,7 +143,7 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	lopts.Ledger, lopts.Logf = recorder, logf
 	lim := limiter.New(hot.store, &lopts)
 
-	pol := &policyState{lo: so.LoadOptions, cfg: cfg, rules: led.rules, logf: logf, watcher: watcher, rulesChanged: make(chan struct{}, 1)}
+	pol := &policyState{lo: so.LoadOptions, cfg: cfg, rules: led.rules, logf: logf, watcher: watcher, rulesChanged: make(chan struct{}, 1), hup: hup}
 	settings, err := pol.build(ctx)
 	if err != nil {
 		return err
@@ -256,6 +262,7 @@ type policyState struct {
 	// rulesChanged is signalled when the runtime rules change: by the
 	// store's watch, or by this replica's admin API.
 	rulesChanged chan struct{}
+	hup          <-chan os.Signal // SIGHUP
 
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -306,9 +313,6 @@ func (ps *policyState) loadRules(ctx context.Context) error {
 }
 
 func (ps *policyState) watch(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	changed := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -326,7 +330,7 @@ func (ps *policyState) watch(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-hup:
+		case <-ps.hup:
 			ps.reload("SIGHUP")
 		case <-changed:
 			ps.reload("file change")
