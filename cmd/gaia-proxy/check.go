@@ -77,7 +77,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	line := func(name string, err error, detail string) {
 		if err != nil {
 			failed++
-			fmt.Fprintf(stdout, "FAIL  %-10s %v\n", name, err)
+			// One line per check, whatever the error holds (config
+			// errors list a problem per line).
+			fmt.Fprintf(stdout, "FAIL  %-10s %s\n", name, strings.ReplaceAll(err.Error(), "\n", "; "))
 			return
 		}
 		fmt.Fprintf(stdout, "ok    %-10s %s\n", name, detail)
@@ -88,9 +90,31 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("check: 1 check failed")
 	}
 	line("config", nil, "valid"+map[bool]string{true: " (" + lo.File + ")"}[lo.File != ""])
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+	// Each check has 10 s of its own: a slow one leaves the next its time.
+	timed := func(check func(ctx context.Context)) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		check(ctx)
+	}
+	timed(func(ctx context.Context) { checkRedis(ctx, cfg, line) })
+	timed(func(ctx context.Context) { checkDatabase(ctx, cfg, line) })
+	timed(func(ctx context.Context) {
+		up, _ := url.Parse(cfg.Upstream) // Load validated it
+		c := upstreamCheck(up)(ctx)
+		var upErr error
+		if c.Status != "ok" {
+			upErr = fmt.Errorf("%s: %s", up.Redacted(), c.Error)
+		}
+		line("upstream", upErr, up.Redacted()+" accepts connections")
+	})
+	if failed > 0 {
+		return fmt.Errorf("check: %d check(s) failed", failed)
+	}
+	return nil
+}
 
+// checkRedis checks that Redis answers, is recent enough and decides.
+func checkRedis(ctx context.Context, cfg *config.Config, line func(name string, err error, detail string)) {
 	rdb, _, err := newRedis(cfg.Redis)
 	switch {
 	case err != nil:
@@ -114,7 +138,11 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rdb.Close()
 		line("redis", err, detail)
 	}
+}
 
+// checkDatabase checks that PostgreSQL answers and its migrations are
+// current.
+func checkDatabase(ctx context.Context, cfg *config.Config, line func(name string, err error, detail string)) {
 	if cfg.Database.URL == "" {
 		line("database", nil, "not configured: embedded store in "+cfg.DataDir)
 	} else if pool, err := openPool(ctx, cfg.Database.URL); err != nil {
@@ -131,18 +159,6 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		pool.Close()
 	}
-
-	up, _ := url.Parse(cfg.Upstream) // Load validated it
-	c := upstreamCheck(up)(ctx)
-	var upErr error
-	if c.Status != "ok" {
-		upErr = fmt.Errorf("%s: %s", up.Redacted(), c.Error)
-	}
-	line("upstream", upErr, up.Redacted()+" accepts connections")
-	if failed > 0 {
-		return fmt.Errorf("check: %d check(s) failed", failed)
-	}
-	return nil
 }
 
 // decideOnce makes one real decision on Redis, as the proxy will: it

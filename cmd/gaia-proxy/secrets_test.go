@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"os"
@@ -114,5 +115,22 @@ func TestCheckHidesUpstreamPassword(t *testing.T) {
 				t.Errorf("check output, want the upstream without its password:\n%s", out.String())
 			}
 		})
+	}
+}
+
+// TestCheckOneLinePerCheck: a config with several problems is still one
+// FAIL line, naming them all.
+func TestCheckOneLinePerCheck(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "gaia.yaml")
+	if err := os.WriteFile(file, []byte("upstream: http://127.0.0.1:1\nquota: {timezone: Mars/Olymp}\nredis: {url: redis://127.0.0.1:1/0, failure_mode: maybe}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"check", "--config", file}, nil, &out, &out); err == nil {
+		t.Fatalf("check of a bad config passed:\n%s", out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "FAIL  config") || !strings.Contains(lines[0], "quota.timezone") || !strings.Contains(lines[0], "redis.failure_mode") {
+		t.Errorf("check printed %q; want one FAIL line naming quota.timezone and redis.failure_mode", lines)
 	}
 }
