@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 // LoadOptions says where Load reads from. The zero value reads nothing but
@@ -74,6 +75,9 @@ func load(name string, data []byte, o LoadOptions) (*Config, error) {
 			err = pe.Unwrap()
 		}
 		return nil, fmt.Errorf("%s: %w%s", name, err, colonHint(data, err))
+	}
+	if errs := foldedTwice(data); len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	// AllSettings drops null values and empty maps; Get of a top-level key
 	// returns it as read, nulls included.
@@ -567,4 +571,34 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// foldedTwice reports plans and users named twice in data, in spellings
+// that differ only in case. Their names are case-insensitive, and viper
+// folds map keys to lower case as it reads, so one of the two would
+// silently win. data that does not parse is left to viper to report.
+func foldedTwice(data []byte) []error {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	var errs []error
+	top := doc.Content[0].Content
+	for i := 0; i+1 < len(top); i += 2 {
+		section := strings.ToLower(top[i].Value)
+		if (section != "plans" && section != "users") || top[i+1].Kind != yaml.MappingNode {
+			continue
+		}
+		seen := map[string]string{}
+		m := top[i+1].Content
+		for j := 0; j+1 < len(m); j += 2 {
+			name := m[j].Value
+			if first, dup := seen[strings.ToLower(name)]; dup && first != name {
+				errs = append(errs, fmt.Errorf("%s.%s (line %d): names the same %s as %s.%s: names are case-insensitive", section, name, m[j].Line, strings.TrimSuffix(section, "s"), section, first))
+				continue
+			}
+			seen[strings.ToLower(name)] = name
+		}
+	}
+	return errs
 }

@@ -50,3 +50,14 @@ func TestValidateTimezone(t *testing.T) {
 		}
 	}
 }
+
+// TestFoldedTwiceInYAML: a file naming one user or plan in two
+// spellings is refused, naming both, rather than one silently winning.
+func TestFoldedTwiceInYAML(t *testing.T) {
+	_, err := load("gaia.yaml", []byte("upstream: http://127.0.0.1:9000\nplans:\n  Pro: {}\n  free: {}\n  pro: {}\nusers:\n  Alice: {plan: pro}\n  alice: {plan: free}\n"), LoadOptions{})
+	for _, want := range []string{"plans.pro (line 5): names the same plan as plans.Pro", "users.alice (line 8): names the same user as users.Alice"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("load: %v; want %q", err, want)
+		}
+	}
+}
