@@ -44,6 +44,9 @@ type Config struct {
 	Routes []Route `mapstructure:"routes"`
 	// Alerts are alert rules.
 	Alerts []Alert `mapstructure:"alerts"`
+
+	// ignoredEnv are Warnings about GAIA_ variables that name no key.
+	ignoredEnv []string
 }
 
 // Admin is the admin listener.

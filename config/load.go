@@ -134,6 +134,19 @@ func load(name string, data []byte, o LoadOptions) (*Config, error) {
 			set(l, val, name)
 		}
 	}
+	// A GAIA_ variable that names no key is most likely a typo: say so
+	// rather than run without it (the keys under plans, users, keys,
+	// routes and alerts come from the file only).
+	envNames := map[string]bool{}
+	for _, l := range leaves {
+		envNames[envName(l.key)] = true
+	}
+	var ignored []string
+	for _, name := range slices.Sorted(maps.Keys(env)) {
+		if strings.HasPrefix(name, "GAIA_") && env[name] != "" && !envNames[name] {
+			ignored = append(ignored, fmt.Sprintf("%s: names no config key, ignored%s", name, suggest(name, slices.Collect(maps.Keys(envNames)))))
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(o.Overrides)) {
 		l, ok := byKey[k]
 		if !ok {
@@ -150,6 +163,7 @@ func load(name string, data []byte, o LoadOptions) (*Config, error) {
 	if err := v.UnmarshalExact(&c, viper.DecodeHook(decodeHook)); err != nil {
 		return nil, fmt.Errorf("config: decode: %w", err) // checkShape should have caught it
 	}
+	c.ignoredEnv = ignored
 	// A plan or user without settings ("plans: {unlimited: }") exists:
 	// decode plans and users, which only the file sets, as read.
 	c.Plans, c.Users = nil, nil
@@ -274,6 +288,9 @@ func leafKeys(t reflect.Type, prefix string, index []int) []leaf {
 	var out []leaf
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if !f.IsExported() { // not read from any source
+			continue
+		}
 		name, _ := tagName(f)
 		key := prefix + name
 		idx := append(slices.Clone(index), i)
@@ -304,6 +321,9 @@ func fields(t reflect.Type) map[string]reflect.Type {
 	m := map[string]reflect.Type{}
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
 		name, squash := tagName(f)
 		if squash {
 			for k, ft := range fields(f.Type) {

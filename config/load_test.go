@@ -293,6 +293,15 @@ func TestWarnings(t *testing.T) {
 		t.Errorf("got %q\nwant %q", got, want)
 	}
 
+	// A GAIA_ variable that names no key: a typo, most likely.
+	c, err = Load(LoadOptions{Env: []string{"GAIA_REDIS_ULR=redis://127.0.0.1:6379/0", "GAIA_REDIS_TIMEOUT=20ms"}, Overrides: map[string]any{"upstream": "http://x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Warnings(), "\n"); !strings.Contains(got, `GAIA_REDIS_ULR: names no config key, ignored (did you mean "GAIA_REDIS_URL"?)`) || strings.Contains(got, "GAIA_REDIS_TIMEOUT") {
+		t.Errorf("warnings %q, want one for GAIA_REDIS_ULR only", got)
+	}
+
 	// Redis without PostgreSQL: limits are shared, the rest is not.
 	c, err = Load(LoadOptions{Overrides: map[string]any{"upstream": "http://x", "redis.url": "redis://127.0.0.1:6379/0", "data_dir": t.TempDir()}})
 	if err != nil {

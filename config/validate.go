@@ -487,7 +487,7 @@ func (c *Config) Warnings() []string {
 	if redis && c.Database.URL == "" {
 		w = append(w, "database.url: not set, so runtime rules, violations, analytics and the quota ledger stay in this replica's data_dir; replicas sharing this Redis share its limits but not those: give them one database.url")
 	}
-	return w
+	return append(w, c.ignoredEnv...)
 }
 
 // HashedKey returns the SHA-256 digest of keys[i]'s secret, whether the
