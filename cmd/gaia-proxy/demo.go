@@ -46,6 +46,15 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	lo := f.loadOptions()
 	lo.File = file
 	lo.Overrides["upstream"] = "http://" + ln.Addr().String()
+	// The demo's usual ports, unless taken (another demo, a dev server):
+	// then any free ones. What it prints names the ports it got.
+	if cfg, err := config.Load(lo); err == nil {
+		for key, addr := range map[string]string{"listen": cfg.Listen, "admin.listen": cfg.Admin.Listen} {
+			if _, set := lo.Overrides[key]; !set && !free(addr) {
+				lo.Overrides[key] = "127.0.0.1:0"
+			}
+		}
+	}
 	if _, ok := lo.Overrides["data_dir"]; !ok {
 		lo.Overrides["data_dir"] = filepath.Join(dir, "data")
 	}
@@ -53,6 +62,16 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return serve(ctx, serveOptions{LoadOptions: lo}, logf, func(proxyAddr, adminAddr string) {
 		printDemo(stdout, proxyAddr, adminAddr)
 	})
+}
+
+// free reports whether addr can be listened on now.
+func free(addr string) bool {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
 }
 
 func printDemo(w io.Writer, proxyAddr, adminAddr string) {
