@@ -56,6 +56,12 @@ func TestDemo(t *testing.T) {
 		if m := proxyLine.FindStringSubmatch(out.String()); m != nil {
 			proxy = m[1]
 		}
+		select {
+		case err := <-done:
+			done <- err // for the deferred check
+			t.Fatalf("the demo ended before it printed a proxy URL: %v\n%s", err, errOut.String())
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the demo printed no proxy URL:\n%s\n%s", out.String(), errOut.String())
 		}
