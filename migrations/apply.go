@@ -67,6 +67,14 @@ func apply(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) (applied []strin
 		return nil, fmt.Errorf("migrations: connect: %w", err)
 	}
 	defer conn.Release()
+	var schema *string
+	var path string
+	if err := conn.QueryRow(ctx, "SELECT current_schema(), current_setting('search_path')").Scan(&schema, &path); err != nil {
+		return nil, fmt.Errorf("migrations: connect: %w", err)
+	}
+	if schema == nil {
+		return nil, fmt.Errorf("migrations: the connection's search_path (%s) names no schema that exists: create it (CREATE SCHEMA) or set search_path in the database URL", path)
+	}
 	var key int32 // computed once: a migration may change search_path
 	err = conn.QueryRow(ctx, "SELECT hashtext(coalesce(current_schema(), ''))").Scan(&key)
 	if err == nil {

@@ -208,3 +208,22 @@ func TestList(t *testing.T) {
 		t.Errorf("embedded migrations: %v", err)
 	}
 }
+
+// TestApplyMissingSchema: a search_path naming no schema that exists is
+// named in the error, rather than PostgreSQL's "no schema has been
+// selected to create in".
+func TestApplyMissingSchema(t *testing.T) {
+	base := testenv.DatabaseURL(t)
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	pool, err := pgxpool.New(context.Background(), base+sep+"search_path=no_such_schema_here")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := Apply(context.Background(), pool); err == nil || !strings.Contains(err.Error(), "search_path (no_such_schema_here) names no schema that exists") {
+		t.Errorf("Apply with a missing schema: %v, want the search_path named", err)
+	}
+}
