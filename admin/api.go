@@ -98,9 +98,12 @@ func resolve(pol *limiter.Policy, field, subject string) (limiter.Subject, error
 		return pol.ForUser(id), nil
 	case kind == "ip":
 		if a, err := netip.ParseAddr(id); err == nil {
-			return pol.ForIP(a.Unmap().String()), nil
+			return pol.ForIP(limiter.ClientKey(a)), nil
 		}
-		return limiter.Subject{}, badRequest("%s: %q is not an IP address", field, short(id))
+		if n, err := netip.ParsePrefix(id); err == nil && n.Addr().Is6() && n.Bits() == 64 {
+			return pol.ForIP(limiter.ClientKey(n.Addr())), nil // as subjects list IPv6 callers
+		}
+		return limiter.Subject{}, badRequest("%s: %q is not an IP address (or an IPv6 /64)", field, short(id))
 	}
 	return limiter.Subject{}, badRequest("%s: must be key:<id>, user:<id> or ip:<address>, got %q", field, short(subject))
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -379,4 +380,20 @@ func TestUsageListSnapshot(t *testing.T) {
 			t.Errorf("after the snapshot expired: %s, want user:alice key:ci-bot", got)
 		}
 	})
+}
+
+// TestUsageIPv6Subject: an IPv6 caller is shown as its /64, which the
+// proxy counts it by, whether asked by address or by network.
+func TestUsageIPv6Subject(t *testing.T) {
+	e := newAPI(t, backends[0].open(t), "")
+	for _, q := range []string{"ip:2001:db8:1:2::5", "ip:2001:db8:1:2::/64", "ip:2001:db8:1:2:ffff::1"} {
+		var v struct {
+			Subject string `json:"subject"`
+		}
+		want(t, e.get("/api/admin/quotas/usage?subject="+url.QueryEscape(q)), http.StatusOK).decode(t, &v)
+		if v.Subject != "ip:2001:db8:1:2::/64" {
+			t.Errorf("usage of %s: subject %q, want ip:2001:db8:1:2::/64", q, v.Subject)
+		}
+	}
+	wantError(t, e.get("/api/admin/quotas/usage?subject="+url.QueryEscape("ip:2001:db8::/48")), http.StatusBadRequest, "invalid_request", "not an IP address")
 }

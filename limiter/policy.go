@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"math"
+	"net/netip"
 	"path"
 	"slices"
 	"strings"
@@ -384,9 +385,23 @@ func CanonicalSubject(subject string) string {
 	return subject
 }
 
-// ForIP returns the subject of an anonymous caller.
+// ForIP returns the subject of an anonymous caller, by the key
+// ClientKey gives its address.
 func (p *Policy) ForIP(ip string) Subject {
 	return Subject{ID: "ip:" + ip, Plan: p.cfg.AnonymousPlan}
+}
+
+// ClientKey is what an anonymous caller at a is counted by: its IPv4
+// address, or its IPv6 /64 ("2001:db8:1:2::/64"). One IPv6 host commonly
+// holds a whole /64 and may take any address in it, so counting by
+// address would give it as many fresh limits as it likes, and the
+// limiter a subject per address.
+func ClientKey(a netip.Addr) string {
+	a = a.Unmap()
+	if a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().String()
+	}
+	return a.String()
 }
 
 func (p *Policy) userPlan(id string) string {

@@ -166,7 +166,7 @@ func (p *Proxy) identify(next http.Handler) http.Handler {
 				p.fail(w, r, http.StatusUnauthorized, "missing_credentials", "an API key or user is required", nil)
 				return
 			} else {
-				x.subject = s.Policy.ForIP(x.peer.client.String())
+				x.subject = s.Policy.ForIP(limiter.ClientKey(x.peer.client))
 			}
 		case err != nil:
 			p.report(r, x, quota.Unauthorized, 0)

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"testing"
 )
 
@@ -125,4 +126,43 @@ func FuzzIdentity(f *testing.F) {
 			t.Fatalf("user %q accepted from peer %+v", u, p)
 		}
 	})
+}
+
+// subjectTransport answers every request at once and keeps the subject
+// the proxy forwarded.
+type subjectTransport struct{ got chan string }
+
+func (s subjectTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	s.got <- r.Header.Get("X-Gaia-Subject")
+	return &http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{},
+		Body: http.NoBody, Request: r}, nil
+}
+
+// TestAnonymousIPv6CountsByNetwork: anonymous IPv6 callers count by
+// their /64, which one host may take any address of; IPv4 callers, and
+// IPv4 in IPv6, by address.
+func TestAnonymousIPv6CountsByNetwork(t *testing.T) {
+	tr := subjectTransport{got: make(chan string, 1)}
+	up, _ := url.Parse("http://upstream.invalid")
+	id := *testIdentity()
+	id.Trusted = nil
+	p := New(up, &fakeDecider{decide: allowAll}, &Settings{Policy: testPolicy(t), Identity: id}, &Options{Transport: tr, Logf: t.Logf})
+	for remote, want := range map[string]string{
+		"[2001:db8:1:2::5]:5000":      "ip:2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::9]:6000": "ip:2001:db8:1:2::/64",
+		"[2001:db8:1:3::5]:5000":      "ip:2001:db8:1:3::/64",
+		"203.0.113.7:5000":            "ip:203.0.113.7",
+		"[::ffff:203.0.113.8]:5000":   "ip:203.0.113.8",
+	} {
+		r := httptest.NewRequest("GET", "/x", nil)
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, r)
+		if w.Code != 200 {
+			t.Fatalf("%s: status %d %s", remote, w.Code, w.Body)
+		}
+		if got := <-tr.got; got != want {
+			t.Errorf("anonymous caller at %s counted as %q, want %q", remote, got, want)
+		}
+	}
 }
