@@ -84,12 +84,10 @@ func (o *opIDs) start() {
 
 func (o *opIDs) id() string { return strconv.FormatUint(o.next.Add(1), 36) }
 
-// once gives c, whose keys are all in one slot, its marker key, last.
+// once gives c, whose keys are all in one slot, its marker key, last:
+// the prefix and hash tag of its first key (ownerKey and quotaKey give
+// every stored key a tag), so that it shares their slot.
 func (s *Store) once(c *call) {
 	k := c.keys[0]
-	tag := k[:tagEnd(k)+1] // a stored key always has one
-	if tag == "" {
-		tag = "{" + k + "}"
-	}
-	c.keys = append(c.keys, tag+":once:"+s.ops.id())
+	c.keys = append(c.keys, k[:tagEnd(k)+1]+":once:"+s.ops.id())
 }
