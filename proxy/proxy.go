@@ -255,9 +255,11 @@ func dropHeader(name string, id *Identity, trusted bool, keyHeader string) bool 
 			return true
 		}
 	}
-	for _, f := range forwardedHeaders {
-		if alias && sameHeader(name, f) {
-			return true
+	if alias {
+		for _, f := range forwardedHeaders {
+			if sameHeader(name, f) {
+				return true
+			}
 		}
 	}
 	return false
