@@ -128,8 +128,10 @@ func load(name string, data []byte, o LoadOptions) (*Config, error) {
 	if u := env["DATABASE_URL"]; u != "" {
 		set(byKey["database.url"], u, "DATABASE_URL")
 	}
+	envNames := make([]string, 0, len(leaves))
 	for _, l := range leaves {
 		name := envName(l.key)
+		envNames = append(envNames, name)
 		if val := env[name]; val != "" {
 			set(l, val, name)
 		}
@@ -137,14 +139,10 @@ func load(name string, data []byte, o LoadOptions) (*Config, error) {
 	// A GAIA_ variable that names no key is most likely a typo: say so
 	// rather than run without it (the keys under plans, users, keys,
 	// routes and alerts come from the file only).
-	envNames := map[string]bool{}
-	for _, l := range leaves {
-		envNames[envName(l.key)] = true
-	}
 	var ignored []string
 	for _, name := range slices.Sorted(maps.Keys(env)) {
-		if strings.HasPrefix(name, "GAIA_") && env[name] != "" && !envNames[name] {
-			ignored = append(ignored, fmt.Sprintf("%s: names no config key, ignored%s", name, suggest(name, slices.Collect(maps.Keys(envNames)))))
+		if strings.HasPrefix(name, "GAIA_") && env[name] != "" && !slices.Contains(envNames, name) {
+			ignored = append(ignored, fmt.Sprintf("%s: names no config key, ignored%s", name, suggest(name, envNames)))
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(o.Overrides)) {
@@ -288,7 +286,7 @@ func leafKeys(t reflect.Type, prefix string, index []int) []leaf {
 	var out []leaf
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() { // not read from any source
+		if !f.IsExported() { // Config.ignoredEnv: what Load found, read from no source
 			continue
 		}
 		name, _ := tagName(f)
@@ -524,7 +522,7 @@ func kind(v any) string {
 
 // showString quotes a string for an error message without a secret it
 // may hold: a URL loses its user info (a password, or a token given as
-// the user name), and a string that may hold a secret otherwise (a URL
+// the user name) and its query (libpq takes ?password=), and a string that may hold a secret otherwise (a URL
 // that does not parse, a key=value DSN, anything with "@") is not
 // shown at all.
 func showString(s string) string {
@@ -535,6 +533,9 @@ func showString(s string) string {
 		}
 		if u.User != nil {
 			u.User = url.User("xxxxx")
+		}
+		if u.RawQuery != "" || u.Fragment != "" { // ?password=... is a DSN's too
+			u.RawQuery, u.Fragment = "xxxxx", ""
 		}
 		return strconv.Quote(u.String())
 	}
