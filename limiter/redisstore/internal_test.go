@@ -565,7 +565,11 @@ func TestCallsReusedWhileCallersLeave(t *testing.T) {
 			l := []limiter.Limit{{Name: "r", Key: "{reuse" + strconv.Itoa(c) + "}r", Limit: 1 << 40, Window: time.Hour}}
 			own := int64(0)
 			for i := range each {
-				ctx, cancel := context.WithTimeout(t.Context(), time.Duration((c*each+i)%400)*10*time.Microsecond)
+				wait := time.Duration((c*each+i)%400) * 10 * time.Microsecond // 0 (gone at once) to 4 ms
+				if i%8 == 7 {
+					wait = time.Second // and some that surely decide
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), wait)
 				d, err := s.Decide(ctx, l, cost)
 				cancel()
 				if err != nil {
@@ -581,7 +585,9 @@ func TestCallsReusedWhileCallersLeave(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	t.Logf("%d decided, %d callers left first", decided.Load(), left.Load())
+	if decided.Load() == 0 || left.Load() == 0 {
+		t.Fatalf("%d decided, %d callers left first: the test needs both", decided.Load(), left.Load())
+	}
 }
 
 var _ rediser = (*redis.Client)(nil)
@@ -714,19 +720,19 @@ var (
 	daily  = quota.Calendar{Unit: quota.Daily, Loc: time.UTC}
 )
 
-// stalling delays the script calls of one operation while armed, and
-// says when one began.
+// stalling holds the first script call of one operation, once armed,
+// until release closes, and says when it began.
 type stalling struct {
 	*redis.Client
-	op      string
-	armed   atomic.Bool
-	entered chan struct{}
+	op               string
+	armed            atomic.Bool
+	entered, release chan struct{}
 }
 
 func (b *stalling) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
 	if len(args) > 0 && args[0] == b.op && b.armed.CompareAndSwap(true, false) {
 		close(b.entered)
-		time.Sleep(300 * time.Millisecond)
+		<-b.release
 	}
 	return b.Client.EvalSha(ctx, sha, keys, args...)
 }
@@ -735,7 +741,7 @@ func (b *stalling) EvalSha(ctx context.Context, sha string, keys []string, args 
 // waiting (the decision's bound ended while the only worker was busy)
 // is still sent: a refused request must not stay charged.
 func TestUndoOutlivesItsWait(t *testing.T) {
-	b := &stalling{Client: testenv.Redis(t), op: "R", entered: make(chan struct{})}
+	b := &stalling{Client: testenv.Redis(t), op: "R", entered: make(chan struct{}), release: make(chan struct{})}
 	s := New(b, &Options{Prefix: testenv.Prefix(t), Workers: 1, Logf: t.Logf})
 	defer s.Close()
 	ctx := t.Context()
@@ -750,7 +756,8 @@ func TestUndoOutlivesItsWait(t *testing.T) {
 	if err := s.wait(ctx, c); err != nil || c.err != nil || !c.allowed {
 		t.Fatalf("charge: %v, %v, allowed %v", err, c.err, c.allowed)
 	}
-	// Keep the worker busy with a refund, then give the undo 10 ms.
+	// Hold the only worker with a refund, and give the undo 10 ms: its
+	// bound ends while it is still queued.
 	b.armed.Store(true)
 	refunded := make(chan struct{})
 	go func() {
@@ -761,6 +768,7 @@ func TestUndoOutlivesItsWait(t *testing.T) {
 	bound, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
 	defer cancel()
 	s.undoWait(bound, []*call{s.undoCall(c, false)})
+	close(b.release)
 	<-refunded
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		d, err := s.Decide(ctx, l, 0)
