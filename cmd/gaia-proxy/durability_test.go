@@ -359,7 +359,8 @@ func TestSIGHUPDuringStart(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	logs := &logBuffer{}
-	serving := make(chan bool, 1)
+	serving := make(chan bool, 2)
+	var hupped atomic.Bool
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -367,14 +368,13 @@ func TestSIGHUPDuringStart(t *testing.T) {
 			logs.logf("%s", line)
 			// Printed after the config is read, before Redis is asked.
 			if strings.Contains(line, "database.url: not set") {
-				cmd.Process.Signal(syscall.SIGHUP)
+				hupped.Store(cmd.Process.Signal(syscall.SIGHUP) == nil)
 			}
 			if strings.Contains(line, ", admin on ") {
-				serving <- true
-				return
+				serving <- true // and read on: the reload comes after
 			}
 		}
-		serving <- false // the process ended first
+		serving <- false // the process ended (first, if nothing came before)
 	}()
 	select {
 	case ok := <-serving:
@@ -384,4 +384,10 @@ func TestSIGHUPDuringStart(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("gaia-proxy did not start\n%s", logs)
 	}
+	if !hupped.Load() {
+		t.Fatalf("no SIGHUP was sent during the start (the line it waits for did not come first)\n%s", logs)
+	}
+	waitFor(t, 10*time.Second, "the reload the early SIGHUP asked for", func() bool {
+		return strings.Contains(logs.String(), "reloaded (SIGHUP)")
+	}, logs)
 }
