@@ -6,30 +6,9 @@ import (
 	"net"
 	"net/http"
 	"regexp"
-	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// syncBuffer is a bytes.Buffer for one writer and a reader polling it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestDemo runs the README's first command as a new user would, with
 // its usual ports taken: it starts on free ones, prints where, and its
@@ -41,39 +20,34 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	var out, errOut syncBuffer
+	out, errOut := &logBuffer{}, &logBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"demo"}, nil, &out, &errOut) }()
+	go func() { done <- run(ctx, []string{"demo"}, nil, out, errOut) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("demo ended with %v\n%s", err, errOut.String())
+			t.Errorf("demo ended with %v\n%s", err, errOut)
 		}
 	}()
-	proxyLine := regexp.MustCompile(`proxy:\s+(http://127\.0\.0\.1:\d+)`)
-	var proxy string
-	for deadline := time.Now().Add(30 * time.Second); proxy == ""; time.Sleep(20 * time.Millisecond) {
-		if m := proxyLine.FindStringSubmatch(out.String()); m != nil {
-			proxy = m[1]
-		}
+	proxyLine := regexp.MustCompile(`proxy:\s+(http://127\.0\.0\.1:(\d+))`)
+	var m []string
+	waitFor(t, 30*time.Second, "the demo's proxy URL", func() bool {
 		select {
 		case err := <-done:
 			done <- err // for the deferred check
-			t.Fatalf("the demo ended before it printed a proxy URL: %v\n%s", err, errOut.String())
+			t.Fatalf("the demo ended before it printed a proxy URL: %v\n%s", err, errOut)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the demo printed no proxy URL:\n%s\n%s", out.String(), errOut.String())
-		}
+		m = proxyLine.FindStringSubmatch(out.String())
+		return m != nil
+	}, errOut)
+	proxy := m[1]
+	if m[2] == "8080" || regexp.MustCompile(`127\.0\.0\.1:9090\b`).MatchString(out.String()) {
+		t.Errorf("the demo printed the taken ports:\n%s", out)
 	}
-	if strings.HasSuffix(proxy, ":8080") || strings.Contains(out.String(), "127.0.0.1:9090") {
-		t.Errorf("the demo printed the taken ports:\n%s", out.String())
-	}
-	status := func(header ...string) int {
+	status := func(key string) int {
 		req, _ := http.NewRequest("GET", proxy+"/hello", nil)
-		for i := 0; i+1 < len(header); i += 2 {
-			req.Header.Set(header[i], header[i+1])
-		}
+		req.Header.Set("X-API-Key", key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -82,21 +56,33 @@ func TestDemo(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	if got := status("X-API-Key", "wrong"); got != 401 {
+	if got := status("wrong"); got != 401 {
 		t.Errorf("a wrong key: %d, want 401", got)
 	}
-	var got []int
-	began := time.Now()
+	// The free plan allows 10 a second. Each admitted request was decided
+	// between its send and its answer; 11 admitted requests whose sends
+	// and answers all fit in under a second were decided within one
+	// window: that would be too many, however slow the machine.
+	type try struct{ sent, answered time.Time }
+	var admitted []try
+	refused := 0
 	for range 12 {
-		got = append(got, status("X-API-Key", "demo-free-key"))
+		sent := time.Now()
+		switch got := status("demo-free-key"); got {
+		case 200:
+			admitted = append(admitted, try{sent, time.Now()})
+		case 429:
+			refused++
+		default:
+			t.Fatalf("the free plan answered %d, want 200 or 429", got)
+		}
 	}
-	// 10 a second: when the 12 fit in well under a second, as they do
-	// on any machine not starved, the last two are refused.
-	want := []int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 429, 429}
-	switch took := time.Since(began); {
-	case took < 900*time.Millisecond && !slices.Equal(got, want):
-		t.Errorf("12 requests of the free plan in %v: %v, want %v", took, got, want)
-	case got[0] != 200:
-		t.Errorf("the free plan's first request: %d, want 200", got[0])
+	for i := 0; i+10 < len(admitted); i++ {
+		if span := admitted[i+10].answered.Sub(admitted[i].sent); span < time.Second {
+			t.Errorf("11 requests of the free plan (10 a second) admitted within %v", span)
+		}
+	}
+	if len(admitted) < 10 {
+		t.Errorf("12 requests of the free plan: %d admitted, %d refused; want at least the 10 of the first second", len(admitted), refused)
 	}
 }

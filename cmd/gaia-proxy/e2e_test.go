@@ -85,6 +85,13 @@ func (l *logBuffer) logf(format string, args ...any) {
 	fmt.Fprintf(&l.b, format+"\n", args...)
 }
 
+// Write makes a logBuffer an io.Writer too (a command's output).
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
 func (l *logBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
