@@ -80,16 +80,19 @@ func testPolicy(t *testing.T) *limiter.Policy {
 	return p
 }
 
-// upstreamRecorder is an upstream that remembers the last request's headers.
+// upstreamRecorder is an upstream that remembers the last request's
+// headers, and every request's method and request-target.
 type upstreamRecorder struct {
-	mu     sync.Mutex
-	header http.Header
-	hits   int
+	mu      sync.Mutex
+	header  http.Header
+	hits    int
+	targets []string
 }
 
 func (u *upstreamRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	u.header, u.hits = r.Header.Clone(), u.hits+1
+	u.targets = append(u.targets, r.Method+" "+r.RequestURI)
 	u.mu.Unlock()
 	if r.URL.Path == "/fail" {
 		w.WriteHeader(http.StatusInternalServerError)
@@ -103,6 +106,13 @@ func (u *upstreamRecorder) last() (http.Header, int) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.header, u.hits
+}
+
+// seen returns the request-targets so far and the last headers.
+func (u *upstreamRecorder) seen() ([]string, http.Header) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.targets), u.header
 }
 
 // newTestProxy serves a Proxy in front of upstream on loopback.
