@@ -161,7 +161,7 @@ func FuzzViolationQuery(f *testing.F) {
 }
 
 func FuzzUsageCursor(f *testing.F) {
-	for _, seed := range []string{"", usageCursor{0.5, "key:acme-prod"}.String(), "bm9wZQ", "e30", "eyJmIjoxLCJzIjoiIn0", "!!"} {
+	for _, seed := range []string{"", pageCursor{usageCursor: usageCursor{0.5, "key:acme-prod"}}.String(), "bm9wZQ", "e30", "eyJmIjoxLCJzIjoiIn0", "!!"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -145,8 +145,6 @@ type usageCursor struct {
 	Subject string  `json:"s"`
 }
 
-func (c usageCursor) String() string { return pageCursor{usageCursor: c}.String() }
-
 // pageCursor is where a page of the usage list ends: its ranking (see
 // usageRanking) and how many of its subjects the pages so far listed,
 // and the position of the last one, which continues the live ranking

@@ -424,7 +424,7 @@ func TestJournalBoundedRollups(t *testing.T) {
 		}
 	}
 	const dropped = minutes*subjects - bound // the first 10 minutes
-	if st := j.Stats(); st.PendingRollups != bound || st.DroppedViolations != dropped {
+	if st := j.Stats(); st.PendingRollups != bound || st.DroppedRollups != dropped {
 		t.Errorf("Stats while failing: got %+v, want %d roll-ups pending and %d dropped", st, bound, dropped)
 	}
 	if n := lg.count("journal roll-up backlog full"); n != 1 {
@@ -432,7 +432,7 @@ func TestJournalBoundedRollups(t *testing.T) {
 	}
 	db.setFail(nil)
 	flushJournal(t, j)
-	if st := j.Stats(); st.PendingRollups != 0 || len(db.rows) != bound || st.DroppedViolations != dropped {
+	if st := j.Stats(); st.PendingRollups != 0 || len(db.rows) != bound || st.DroppedRollups != dropped {
 		t.Errorf("after recovery: got %d rows stored and %+v, want %d stored, none pending, %d dropped", len(db.rows), st, bound, dropped)
 	}
 	for _, k := range []string{"12:09 key:0  r1", "12:09 key:1999  r1"} {
