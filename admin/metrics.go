@@ -135,7 +135,7 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 		ledgers = append(ledgers, ledger{"journal",
 			func() float64 { return f().Lag.Seconds() },
 			func() float64 { s := f(); return float64(s.PendingViolations + s.PendingRollups) },
-			func() float64 { return float64(f().DroppedViolations) },
+			func() float64 { s := f(); return float64(s.DroppedViolations + s.DroppedRollups) },
 			func() float64 { return float64(f().Errors) },
 			func() bool { return f().Healthy }})
 	}

@@ -166,12 +166,10 @@ type JournalStats struct {
 	PendingViolations int
 	// PendingRollups are roll-up rows changed since they were written.
 	PendingRollups int
-	// DroppedViolations counts what the journal dropped: violations
-	// refused by a full buffer, and roll-up rows (DroppedRollups) of
-	// minutes dropped from a full backlog.
+	// DroppedViolations counts violations refused by a full buffer.
 	DroppedViolations uint64
-	// DroppedRollups counts the roll-up rows dropped; they are counted
-	// in DroppedViolations too.
+	// DroppedRollups counts roll-up rows of minutes dropped from a full
+	// backlog.
 	DroppedRollups uint64
 	// LastFlush is when the last successful flush ended; zero before it.
 	LastFlush time.Time
@@ -361,7 +359,6 @@ func (j *Journal) dropOldest() {
 	}
 	j.rdropped += n
 	j.rlost += n
-	j.f.dropped += n
 	j.nPending -= m.pending
 	m.pending = 0
 	for k, r := range m.rows {
