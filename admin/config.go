@@ -159,6 +159,16 @@ type ruleBody struct {
 	ExpiresAt *string           `json:"expires_at"`
 }
 
+// invalidRule answers a *quota.InvalidError as a 400 naming its field;
+// another error as it is.
+func invalidRule(err error) error {
+	var ie *quota.InvalidError
+	if !errors.As(err, &ie) {
+		return err
+	}
+	return badRequest("%s: %s", ie.Field, ie.Reason)
+}
+
 // parseRule checks a POST /api/admin/quotas/config body against the
 // policy at now and returns the rule it asks for (without an id).
 func parseRule(body []byte, pol *limiter.Policy, now time.Time) (limiter.Rule, error) {
@@ -171,10 +181,7 @@ func parseRule(body []byte, pol *limiter.Policy, now time.Time) (limiter.Rule, e
 		return limiter.Rule{}, err
 	}
 	if err := quota.CheckSubject(b.Subject); err != nil {
-		if !quota.IsText(b.Subject) {
-			return limiter.Rule{}, badRequest("subject: must be UTF-8 text without control characters")
-		}
-		return limiter.Rule{}, badRequest("subject: must be key:<id>, user:<id> or plan:<name>, got %q", short(b.Subject))
+		return limiter.Rule{}, invalidRule(err)
 	}
 	kind, id, _ := strings.Cut(b.Subject, ":")
 	switch kind {
@@ -210,9 +217,7 @@ func parseRule(body []byte, pol *limiter.Policy, now time.Time) (limiter.Rule, e
 		}
 		specs, err := quota.DecodeList(l.field, list, nil)
 		if err != nil {
-			var ie *quota.InvalidError
-			errors.As(err, &ie)
-			return limiter.Rule{}, badRequest("%s: %s", ie.Field, ie.Reason)
+			return limiter.Rule{}, invalidRule(err)
 		}
 		*l.dst = specs
 	}
@@ -260,10 +265,9 @@ func (s *Server) putRule(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	stored, err := s.store.PutRule(r.Context(), rule)
-	var ie *quota.InvalidError
 	switch {
-	case errors.As(err, &ie): // parseRule checks what the store does; kept for safety
-		return badRequest("%s: %s", ie.Field, ie.Reason)
+	case errors.Is(err, quota.ErrInvalid): // parseRule checks what the store does; kept for safety
+		return invalidRule(err)
 	case err != nil:
 		return internal("storing the rule", err)
 	}

@@ -164,11 +164,12 @@ func DecodeList(field string, list []SpecJSON, loc *time.Location) ([]limiter.Sp
 // "user:<id>" or "plan:<name>".
 func CheckSubject(subject string) error {
 	kind, id, _ := strings.Cut(subject, ":")
-	if id == "" || (kind != "key" && kind != "user" && kind != "plan") {
-		return invalid("subject", "must be key:<id>, user:<id> or plan:<name>, got %q", subject)
-	}
-	if !IsText(id) {
+	switch {
+	case !IsText(subject):
 		return invalid("subject", "must be UTF-8 text without control characters")
+	case id == "" || (kind != "key" && kind != "user" && kind != "plan"):
+		// At most 64 characters of it: the message may go back to a client.
+		return invalid("subject", "must be key:<id>, user:<id> or plan:<name>, got %.64q", subject)
 	}
 	return nil
 }
