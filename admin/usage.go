@@ -193,8 +193,18 @@ func (s *Server) rankUsage(ctx context.Context, pol *limiter.Policy, limit int, 
 			from = min(after.Offset, len(rk.subjects))
 		}
 	}
-	var views []usageView // the page's, when ranking read them
-	if rk == nil {
+	var (
+		views []usageView
+		total int // subjects in the ranking
+	)
+	if rk != nil {
+		to := min(from+limit, len(rk.subjects))
+		v, err := s.readUsage(ctx, pol, rk.subjects[from:to])
+		if err != nil {
+			return usageList{}, err
+		}
+		views, total = v, len(rk.subjects)
+	} else {
 		ranked, err := s.rankAll(ctx, pol, now)
 		if err != nil {
 			return usageList{}, err
@@ -207,17 +217,12 @@ func (s *Server) rankUsage(ctx context.Context, pol *limiter.Policy, limit int, 
 				from = i
 			}
 		}
-		rk = s.rankings.put(ranked, now)
-		views = ranked[from:min(from+limit, len(ranked))]
-	}
-	to := min(from+limit, len(rk.subjects))
-	if views == nil {
-		var err error
-		if views, err = s.readUsage(ctx, pol, rk.subjects[from:to]); err != nil {
-			return usageList{}, err
+		views, total = ranked[from:min(from+limit, len(ranked))], len(ranked)
+		if from+len(views) < total { // kept only when a page follows
+			rk = s.rankings.put(ranked, now)
 		}
 	}
-	if to < len(rk.subjects) {
+	if to := from + len(views); to < total {
 		last := rk.subjects[to-1]
 		list.NextCursor = pageCursor{rk.id, to, usageCursor{last.fullest, last.id}}.String()
 	}
