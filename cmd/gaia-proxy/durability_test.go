@@ -116,9 +116,16 @@ type process struct {
 
 // spawn starts the binary and waits until it serves /health on its
 // admin port (read from its log).
-func spawn(t *testing.T, args ...string) *process {
+func spawn(t *testing.T, args ...string) *process { return spawnWith(t, nil, nil, args...) }
+
+// spawnWith is spawn with env added to this process's environment, and
+// onLine, when not nil, shown each line of the log as it comes.
+func spawnWith(t *testing.T, env []string, onLine func(p *process, line string), args ...string) *process {
 	t.Helper()
 	p := &process{cmd: exec.Command(binary(t), args...), logs: &logBuffer{}, done: make(chan error, 1)}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -132,6 +139,9 @@ func spawn(t *testing.T, args ...string) *process {
 		for sc.Scan() {
 			line := sc.Text()
 			p.logs.logf("%s", line)
+			if onLine != nil {
+				onLine(p, line)
+			}
 			if _, rest, ok := strings.Cut(line, ", admin on "); ok {
 				a, _, _ := strings.Cut(rest, ",")
 				admin <- a
@@ -347,47 +357,17 @@ func TestPostgresOutage(t *testing.T) {
 func TestSIGHUPDuringStart(t *testing.T) {
 	rl := relay.New(t, redisAddr(t))
 	rl.Freeze()
-	cmd := exec.Command(binary(t), "serve", "--upstream", "http://127.0.0.1:1", "--listen", "127.0.0.1:0",
-		"--admin-listen", "127.0.0.1:0", "--data-dir", t.TempDir())
-	cmd.Env = append(os.Environ(), "GAIA_REDIS_URL=redis://"+rl.Addr()+"/0")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	logs := &logBuffer{}
-	serving := make(chan bool, 2)
 	var hupped atomic.Bool
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			logs.logf("%s", line)
-			// Printed after the config is read, before Redis is asked.
-			if strings.Contains(line, "database.url: not set") {
-				hupped.Store(cmd.Process.Signal(syscall.SIGHUP) == nil)
-			}
-			if strings.Contains(line, ", admin on ") {
-				serving <- true // and read on: the reload comes after
-			}
+	p := spawnWith(t, []string{"GAIA_REDIS_URL=redis://" + rl.Addr() + "/0"}, func(p *process, line string) {
+		// Printed after the config is read, before Redis is asked.
+		if strings.Contains(line, "database.url: not set") {
+			hupped.Store(p.cmd.Process.Signal(syscall.SIGHUP) == nil)
 		}
-		serving <- false // the process ended (first, if nothing came before)
-	}()
-	select {
-	case ok := <-serving:
-		if !ok {
-			t.Fatalf("gaia-proxy ended on a SIGHUP during its start: %v\n%s", cmd.Wait(), logs)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("gaia-proxy did not start\n%s", logs)
-	}
+	}, "serve", "--upstream", "http://127.0.0.1:1", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir", t.TempDir())
 	if !hupped.Load() {
-		t.Fatalf("no SIGHUP was sent during the start (the line it waits for did not come first)\n%s", logs)
+		t.Fatalf("no SIGHUP was sent during the start (the line it waits for did not come first)\n%s", p.logs)
 	}
 	waitFor(t, 10*time.Second, "the reload the early SIGHUP asked for", func() bool {
-		return strings.Contains(logs.String(), "reloaded (SIGHUP)")
-	}, logs)
+		return strings.Contains(p.logs.String(), "reloaded (SIGHUP)")
+	}, p.logs)
 }
