@@ -1,5 +1,31 @@
 package admin
 
+import (
+	"context"
+	"net/http/httptest"
+	"testing"
+)
+
+// StartStream serves a Server of o and runs its stream until the test
+// ends.
+func StartStream(tb testing.TB, o *Options) (*Server, *httptest.Server) {
+	tb.Helper()
+	srv := New(o)
+	ts := httptest.NewServer(srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Run(ctx)
+	}()
+	tb.Cleanup(func() {
+		cancel()
+		<-done
+		ts.Close()
+	})
+	return srv, ts
+}
+
 // SetUsageReaders sets how many subjects the usage list reads at once,
 // until the returned function restores it.
 func SetUsageReaders(n int) (restore func()) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -21,18 +20,10 @@ import (
 // stuckServer starts a Server with one client that connected and never
 // reads, whose queue is full, and returns it with events to publish.
 func stuckServer(tb testing.TB) (*Server, []quota.Event) {
-	srv := New(&Options{Stream: StreamOptions{
+	srv, ts := StartStream(tb, &Options{Stream: StreamOptions{
 		StatsInterval: 50 * time.Millisecond, HeartbeatInterval: time.Minute, SilenceTimeout: time.Minute,
 		ViolationRate: 1_000_000, SendBuffer: 16, // every violation is a message: a client fills fast
 	}})
-	ts := httptest.NewServer(srv)
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		srv.Run(ctx)
-	}()
-	tb.Cleanup(func() { cancel(); <-ran; ts.Close() })
 
 	violation := quota.Event{Subject: "key:v", Outcome: quota.RateLimited, Path: strings.Repeat("/stuck", 170),
 		Violated: &quota.Violated{Name: "free-1s", Limit: 10, Window: time.Second}}

@@ -20,20 +20,7 @@ import (
 // ends.
 func startStream(t *testing.T, o *admin.Options) (*admin.Server, *httptest.Server) {
 	t.Helper()
-	srv := admin.New(o)
-	ts := httptest.NewServer(srv)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		ts.Close()
-	})
-	return srv, ts
+	return admin.StartStream(t, o)
 }
 
 // wsMsg is a stream message as a client reads it.
