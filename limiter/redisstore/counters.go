@@ -1,0 +1,166 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+)
+
+// scanCount is how many keys one SCAN asks for, and so about how many
+// counters one batch of Counters holds.
+const scanCount = 1000
+
+// Counters calls fn with every quota counter the store holds, a batch
+// (up to about a thousand) at a time, as the hot path has it now: its
+// Key, period start, usage and seq. It reads every master of a cluster.
+// The quota ledger uses it to catch up with usage that a killed process
+// never wrote (quota.RecorderOptions.Source).
+//
+// It walks the keyspace with SCAN, so it sees every counter that exists
+// from its start to its end, and maybe some twice; one created or
+// dropped meanwhile may be missed. A counter's Key is read back from its
+// Redis key, which works for Keys that carry their own hash tag, as
+// limiter.Limit's Keys do.
+func (s *Store) Counters(ctx context.Context, fn func([]limiter.CounterValue) error) error {
+	match := globEscape(s.prefix) + "*:p[0-9]*"
+	if c, ok := s.rdb.(*redis.ClusterClient); ok {
+		var (
+			mu      sync.Mutex
+			masters []*redis.Client
+		)
+		err := c.ForEachMaster(ctx, func(_ context.Context, m *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			masters = append(masters, m)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("redisstore: counters: %w", err)
+		}
+		// One master after the other: fn need not be safe for
+		// concurrent use.
+		for _, m := range masters {
+			if err := s.scanCounters(ctx, m, match, fn); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	node, ok := s.rdb.(redis.Cmdable)
+	if !ok {
+		return errors.New("redisstore: counters: the client cannot scan")
+	}
+	return s.scanCounters(ctx, node, match, fn)
+}
+
+// scanCounters is Counters on one node.
+func (s *Store) scanCounters(ctx context.Context, node redis.Cmdable, match string, fn func([]limiter.CounterValue) error) error {
+	var cursor uint64
+	for {
+		keys, next, err := node.Scan(ctx, cursor, match, scanCount).Result()
+		if err != nil {
+			return fmt.Errorf("redisstore: counters: scan: %w", err)
+		}
+		if len(keys) > 0 {
+			// GET one by one in a pipeline: a cluster refuses an MGET of
+			// keys in different slots, even on one node.
+			pipe := node.Pipeline()
+			gets := make([]*redis.StringCmd, len(keys))
+			for i, k := range keys {
+				gets[i] = pipe.Get(ctx, k)
+			}
+			pipe.Exec(ctx) // each GET's own error is read below
+			batch := make([]limiter.CounterValue, 0, len(keys))
+			for i, k := range keys {
+				v, err := gets[i].Result()
+				switch {
+				case err == nil:
+				case errors.Is(err, redis.Nil) || moved(err):
+					continue // gone since the scan, or moved to another master
+				default:
+					return fmt.Errorf("redisstore: counters: %w", err)
+				}
+				if cv, ok := s.counterValue(k, v); ok {
+					batch = append(batch, cv)
+				}
+			}
+			if len(batch) > 0 {
+				if err := fn(batch); err != nil {
+					return err
+				}
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// moved reports a cluster's answer that a key's slot is served by
+// another node now.
+func moved(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
+}
+
+// counterValue reads the quota counter stored under Redis key k with
+// value v (quotaKey and store.lua's 24 bytes: used, seq, period end);
+// false for any other key.
+func (s *Store) counterValue(k, v string) (limiter.CounterValue, bool) {
+	c, ok := s.counterOf(k)
+	if !ok || len(v) != 24 {
+		return limiter.CounterValue{}, false
+	}
+	return limiter.CounterValue{Counter: c, Used: num(v, 0), Seq: num(v, 8)}, true
+}
+
+// counterOf reads a quota counter's Key and period start back from its
+// Redis key, the inverse of quotaKey for Keys with a hash tag of their
+// own (which quotaKey keeps as they are); false for keys quotaKey does
+// not make.
+func (s *Store) counterOf(k string) (limiter.Counter, bool) {
+	rest, ok := strings.CutPrefix(k, s.prefix)
+	p := strings.LastIndex(rest, ":p")
+	if !ok || p < 0 {
+		return limiter.Counter{}, false
+	}
+	key, digits := rest[:p], rest[p+2:]
+	micro := strings.HasSuffix(digits, "us")
+	if micro {
+		digits = digits[:len(digits)-2]
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n < 0 || digits != strconv.FormatInt(n, 10) || tagEnd(key) < 0 {
+		return limiter.Counter{}, false
+	}
+	start := time.Unix(n, 0)
+	if micro {
+		start = time.UnixMicro(n)
+	}
+	if s.quotaKey(key, start) != k {
+		return limiter.Counter{}, false
+	}
+	return limiter.Counter{Key: key, Start: start}, true
+}
+
+// globEscape quotes the characters SCAN's MATCH pattern treats as
+// special, so that s matches itself.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
