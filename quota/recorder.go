@@ -25,6 +25,21 @@ type RecorderOptions struct {
 	Logf func(format string, args ...any)
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
+	// Source, when not nil, is a hot path shared by processes (Redis):
+	// Run then writes every counter it holds to the store, once at
+	// start and again after the buffer dropped updates, once writes
+	// succeed. That carries usage which only the hot path holds, because
+	// a process was killed before its flush or this one's buffer
+	// overflowed, to the ledger even when its subject sends nothing
+	// more. The values are versioned, so a write of one the ledger has,
+	// or has newer, changes nothing.
+	Source CounterSource
+}
+
+// CounterSource lists the quota counters a hot path holds, a batch at a
+// time: limiter/redisstore's Store.
+type CounterSource interface {
+	Counters(ctx context.Context, fn func([]limiter.CounterValue) error) error
 }
 
 // Stats describe a Recorder's backlog, for /metrics and /health.
@@ -63,6 +78,8 @@ type Recorder struct {
 	since    time.Time                           // first update into pending
 	flying   time.Time                           // oldest update in inflight
 	f        flushing
+	resynced bool   // a resync from Source succeeded
+	covered  uint64 // f.dropped when the last successful resync began
 }
 
 var _ limiter.Ledger = (*Recorder)(nil)
@@ -164,8 +181,86 @@ func later(a, b limiter.CounterValue) limiter.CounterValue {
 
 // Run flushes every FlushInterval until ctx is done. Flush errors are
 // logged (the first failure and the recovery, one line each) and
-// retried on the next tick. At shutdown, call Flush after Run returns.
-func (r *Recorder) Run(ctx context.Context) { r.f.run(ctx, r.Flush) }
+// retried on the next tick. With a Source it also resyncs (see
+// RecorderOptions.Source). At shutdown, call Flush after Run returns.
+func (r *Recorder) Run(ctx context.Context) {
+	if r.o.Source == nil {
+		r.f.run(ctx, r.Flush)
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { r.resyncs(ctx) })
+	r.f.run(ctx, r.Flush)
+	wg.Wait()
+}
+
+// maxResyncWait is the longest wait between attempts at a resync that
+// keeps failing.
+const maxResyncWait = time.Minute
+
+// resyncs resyncs from Source whenever one is owed (at start, and after
+// dropped updates) and the ledger takes writes, until ctx is done. A
+// failed resync is tried again, at growing intervals.
+func (r *Recorder) resyncs(ctx context.Context) {
+	wait, failing := r.f.every, false
+	for {
+		r.mu.Lock()
+		owed, dropped := !r.resynced || r.f.dropped != r.covered, r.f.dropped
+		ready := !r.f.failed && !r.f.full
+		why := "at start"
+		if r.resynced {
+			why = "after dropped usage updates"
+		}
+		r.mu.Unlock()
+		if owed && ready {
+			n, err := r.resync(ctx)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				if !failing {
+					r.f.logf("quota ledger: resync from the hot path %s failed, retrying: %v", why, err)
+				}
+				failing, wait = true, min(2*wait, maxResyncWait)
+			default:
+				r.mu.Lock()
+				r.resynced, r.covered = true, dropped
+				r.mu.Unlock()
+				r.f.logf("quota ledger: resynced from the hot path %s: %d counters read", why, n)
+				failing, wait = false, r.f.every
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// resync writes every counter Source holds to the store, a batch per
+// write, and returns how many it read.
+func (r *Recorder) resync(ctx context.Context) (int, error) {
+	n := 0
+	err := r.o.Source.Counters(ctx, func(values []limiter.CounterValue) error {
+		n += len(values)
+		// A batch may name a counter twice (a scan can return a key
+		// twice): keep its later value, as the store would.
+		latest := make(map[counterID]limiter.CounterValue, len(values))
+		for _, v := range values {
+			id := idOf(v.Counter)
+			if cur, ok := latest[id]; !ok || v.Seq > cur.Seq {
+				latest[id] = v
+			}
+		}
+		batch := make([]limiter.CounterValue, 0, len(latest))
+		for _, v := range latest {
+			batch = append(batch, v)
+		}
+		return r.f.bounded(ctx, func(ctx context.Context) error { return r.store.Write(ctx, batch) })
+	})
+	return n, err
+}
 
 // Flush writes everything pending now in one Write. On error the values
 // stay pending, merged with newer ones, for the next flush.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -401,5 +402,126 @@ func BenchmarkRecord(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// hotPath is a quota.CounterSource holding counters in memory, read in
+// batches of two; it fails while fail is set, and counts its reads.
+type hotPath struct {
+	mu     sync.Mutex
+	values []limiter.CounterValue
+	fail   error
+	reads  int
+}
+
+func (h *hotPath) set(vs ...limiter.CounterValue) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.values = vs
+}
+
+func (h *hotPath) setFail(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fail = err
+}
+
+func (h *hotPath) Counters(ctx context.Context, fn func([]limiter.CounterValue) error) error {
+	h.mu.Lock()
+	vs, err := slices.Clone(h.values), h.fail
+	h.reads++
+	h.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for len(vs) > 0 {
+		n := min(2, len(vs))
+		if err := fn(vs[:n]); err != nil {
+			return err
+		}
+		vs = vs[n:]
+	}
+	return nil
+}
+
+// runRecorder runs r until the test ends.
+func runRecorder(t *testing.T, r *quota.Recorder) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { r.Run(ctx); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+}
+
+// waitLedger waits until the ledger holds used for every counter in want.
+func waitLedger(t *testing.T, l *ledger, lg *logs, want map[limiter.Counter]int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok := true
+		for c, used := range want {
+			ok = ok && l.get(c).Used == used
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			for c, used := range want {
+				t.Errorf("%s: the ledger holds %d, want %d", c.Key, l.get(c).Used, used)
+			}
+			t.Fatalf("logs: %q", lg.lines)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestResyncAtStart: with a Source, Run writes every counter the hot
+// path holds to the ledger at start (a process killed before its flush
+// left them there), keeping the ledger's newer values, and logs it once.
+// A source that fails at first is tried again.
+func TestResyncAtStart(t *testing.T) {
+	l, s := newLedger()
+	l.m[id(cb)] = val(cb, 9, 9) // newer than the hot path's
+	src := &hotPath{}
+	src.set(val(ca, 5, 5), val(cb, 4, 4), val(cc, 7, 7), val(ca, 3, 3))
+	src.setFail(errors.New("redis away"))
+	r, _, lg := newRecorder(t, s, &quota.RecorderOptions{FlushInterval: time.Millisecond, Source: src})
+	runRecorder(t, r)
+	for lg.count("resync from the hot path at start failed, retrying: redis away") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	src.setFail(nil)
+	waitLedger(t, l, lg, map[limiter.Counter]int64{ca: 5, cb: 9, cc: 7})
+	for lg.count("resynced from the hot path at start: 4 counters read") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	reads := func() int { src.mu.Lock(); defer src.mu.Unlock(); return src.reads }
+	n := reads()
+	time.Sleep(20 * time.Millisecond) // 20 flush intervals: no resync owed
+	if m := reads(); m != n {
+		t.Errorf("the source was read %d more times after the resync, want none owed", m-n)
+	}
+}
+
+// TestResyncAfterDrops: updates the full buffer dropped reach the ledger
+// from the hot path once writes recover, though their counters see no
+// further update.
+func TestResyncAfterDrops(t *testing.T) {
+	l, s := newLedger()
+	src := &hotPath{}
+	r, _, lg := newRecorder(t, s, &quota.RecorderOptions{FlushInterval: time.Millisecond, MaxPending: 1, Source: src})
+	runRecorder(t, r)
+	for lg.count("resynced from the hot path at start: 0 counters read") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	l.setFail(errors.New("database away"))
+	r.Record([]limiter.CounterValue{val(ca, 1, 1), val(cb, 2, 2), val(cc, 3, 3)}) // b and c dropped
+	src.set(val(ca, 1, 1), val(cb, 2, 2), val(cc, 3, 3))
+	if st := r.Stats(); st.Dropped != 2 {
+		t.Fatalf("Dropped = %d, want 2", st.Dropped)
+	}
+	l.setFail(nil)
+	waitLedger(t, l, lg, map[limiter.Counter]int64{ca: 1, cb: 2, cc: 3})
+	for lg.count("resynced from the hot path after dropped usage updates: 3 counters read") == 0 {
+		time.Sleep(time.Millisecond)
 	}
 }
