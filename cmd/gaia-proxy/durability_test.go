@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	bin "encoding/binary"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +21,12 @@ import (
 
 	"github.com/gaia-proxy/gaia-proxy/internal/relay"
 	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
+	"github.com/gaia-proxy/gaia-proxy/limiter/redisstore"
+	"github.com/gaia-proxy/gaia-proxy/migrations"
+	"github.com/gaia-proxy/gaia-proxy/quota"
+	"github.com/gaia-proxy/gaia-proxy/quota/pgstore"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -234,6 +241,97 @@ func TestCrashKeepsQuotaExact(t *testing.T) {
 	if used := ledgerUsed(t, dbURL); used != quota {
 		t.Errorf("the ledger holds %d, want exactly %d", used, quota)
 	}
+}
+
+// TestKilledProcessResynced kills gaia-proxy with SIGKILL before its
+// flush, and starts it again: the usage that only Redis held reaches the
+// ledger by itself, though the subject sends nothing more (SPEC §6: an
+// admitted request reaches the durable ledger).
+func TestKilledProcessResynced(t *testing.T) {
+	redisURL := testenv.RedisURL(t)
+	dbURL := testenv.Schema(t)
+	const sent = 25
+	up := newUpstream(t)
+	listen := freeAddr(t)
+	// An hour between flushes: nothing reaches the ledger by a flush.
+	file := durableFile(t, up, listen, redisURL, dbURL, "1h", 1000)
+	p := spawn(t, "serve", "--config", file, "--migrate")
+	for i := range sent {
+		if resp, body := call(t, "http://"+listen+"/r", "X-API-Key: key-k"); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	if used := ledgerUsed(t, dbURL); used != 0 {
+		t.Fatalf("the ledger holds %d before the restart, want 0 (no flush within the hour)", used)
+	}
+
+	p = spawn(t, "serve", "--config", file)
+	waitFor(t, 30*time.Second, "the killed process's usage in the ledger", func() bool { return ledgerUsed(t, dbURL) == sent }, p.logs)
+	waitFor(t, 10*time.Second, "a log line about the resync", func() bool {
+		return strings.Contains(p.logs.String(), "resynced from the hot path at start: 1 counters read")
+	}, p.logs)
+}
+
+// BenchmarkResync measures a resync at start: 100,000 quota counters in
+// Redis read and written to a PostgreSQL ledger that holds them already
+// (as after a restart) or not (as after a kill, the first round).
+//
+//	go test ./cmd/gaia-proxy -run '^$' -bench Resync -benchtime 3x
+func BenchmarkResync(b *testing.B) {
+	const counters = 100000
+	rdb := testenv.Redis(b)
+	prefix := testenv.Prefix(b)
+	ctx := context.Background()
+	start := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	pipe := rdb.Pipeline()
+	for i := range counters {
+		id := fmt.Sprint(i)
+		v := bin.LittleEndian.AppendUint64(nil, math.Float64bits(float64(i%1000+1)))
+		v = bin.LittleEndian.AppendUint64(v, math.Float64bits(float64(i%1000+1)))
+		v = bin.LittleEndian.AppendUint64(v, math.Float64bits(float64(start.AddDate(0, 0, 1).UnixMilli())))
+		pipe.Set(ctx, fmt.Sprintf("%s{user:u%s}user:u%s/qdaily:p%d", prefix, id, id, start.Unix()), v, time.Hour)
+		if pipe.Len() == 1000 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Cleanup(func() {
+		for it := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator(); it.Next(ctx); {
+			rdb.Del(ctx, it.Val())
+		}
+	})
+	pool, err := pgxpool.New(ctx, testenv.Schema(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := migrations.Apply(ctx, pool); err != nil {
+		b.Fatal(err)
+	}
+	rs := redisstore.New(rdb, &redisstore.Options{Prefix: prefix})
+	defer rs.Close()
+	led := pgstore.New(pool)
+	for b.Loop() {
+		done := make(chan string, 1)
+		rec := quota.NewRecorder(led, &quota.RecorderOptions{Source: rs, FlushInterval: time.Hour, Logf: func(format string, args ...any) {
+			select {
+			case done <- fmt.Sprintf(format, args...):
+			default:
+			}
+		}})
+		rctx, cancel := context.WithCancel(ctx)
+		stopped := make(chan struct{})
+		go func() { rec.Run(rctx); close(stopped) }()
+		if line := <-done; !strings.Contains(line, fmt.Sprintf("resynced from the hot path at start: %d counters read", counters)) {
+			b.Fatal(line)
+		}
+		cancel()
+		<-stopped
+	}
+	b.ReportMetric(float64(b.N*counters)/b.Elapsed().Seconds(), "counters/s")
 }
 
 // TestRedisLossRehydrates loses Redis's data mid-run, flushed or with

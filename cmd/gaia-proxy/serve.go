@@ -129,16 +129,16 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 		return err
 	}
 	defer led.close()
-	recorder := quota.NewRecorder(led.usage, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf})
-	// Roll-ups are rewritten whole at each flush (absolute counts per
-	// subject and minute), so they go less often than quota usage: the
-	// live stream shows violations at once, analytics can wait seconds.
-	journal := quota.NewJournal(led.journal, &quota.JournalOptions{FlushInterval: max(cfg.Quota.FlushInterval, journalFlush), Logf: logf})
 	hot, err := openHotPath(ctx, cfg.Redis, logf, so.Clock)
 	if err != nil {
 		return err
 	}
 	defer hot.close()
+	recorder := quota.NewRecorder(led.usage, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf, Source: hot.counters})
+	// Roll-ups are rewritten whole at each flush (absolute counts per
+	// subject and minute), so they go less often than quota usage: the
+	// live stream shows violations at once, analytics can wait seconds.
+	journal := quota.NewJournal(led.journal, &quota.JournalOptions{FlushInterval: max(cfg.Quota.FlushInterval, journalFlush), Logf: logf})
 	lopts := hot.options
 	lopts.Ledger, lopts.Logf = recorder, logf
 	lim := limiter.New(hot.store, &lopts)
