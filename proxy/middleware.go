@@ -40,6 +40,8 @@ type exchange struct {
 	headers  [len(rateLimitNames)]header
 	nheaders int
 	shadow   string
+	// body bounds the reading of the request body; nil when unbounded.
+	body *boundedBody
 }
 
 type exchangeKey struct{}

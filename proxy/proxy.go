@@ -36,7 +36,9 @@ type Options struct {
 	Now func() time.Time
 	// UpstreamTimeout bounds the wait for the upstream's response
 	// headers; past it the caller gets 504. Zero means 30s. Bodies may
-	// stream for longer.
+	// stream for longer. A client gets as long to send its request
+	// body, plus a second for every 500 bytes it sends; past that it
+	// gets 408.
 	UpstreamTimeout time.Duration
 	// Transport reaches the upstream. Nil means a transport tuned for one
 	// busy upstream.
@@ -47,7 +49,8 @@ type Options struct {
 	Observe func(quota.Event)
 	// Upstream learns how long the upstream took to answer a forwarded
 	// request (to its response headers), and with what status: 502 or
-	// 504 when it failed. Same rules as Observe.
+	// 504 when it failed, 408 when the client's request body did not
+	// arrive in time. Same rules as Observe.
 	Upstream func(route string, status int, took time.Duration)
 }
 
@@ -60,6 +63,7 @@ type Proxy struct {
 	logf     func(format string, args ...any)
 	quiet    *logquiet.Log // errors that repeat per request
 	now      func() time.Time
+	timeout  time.Duration // Options.UpstreamTimeout
 	handler  http.Handler
 }
 
@@ -81,13 +85,13 @@ func New(up *url.URL, d Decider, s *Settings, o *Options) *Proxy {
 	}
 	p.quiet = logquiet.New(p.logf, errorQuiet, p.now)
 	p.settings.Store(s)
-	timeout := o.UpstreamTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
+	p.timeout = o.UpstreamTimeout
+	if p.timeout <= 0 {
+		p.timeout = 30 * time.Second
 	}
 	transport := o.Transport
 	if transport == nil {
-		transport = newTransport(timeout)
+		transport = newTransport(p.timeout)
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite:        p.rewrite(up),
@@ -169,7 +173,13 @@ func (p *Proxy) Settings() *Settings { return p.settings.Load() }
 // ServeHTTP handles one proxied request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{settings: p.settings.Load(), start: p.now()}
-	p.handler.ServeHTTP(w, withExchange(r, x))
+	r = withExchange(r, x) // our own copy, whose Body boundBody may replace
+	if r.Body != nil && r.Body != http.NoBody {
+		if x.body = p.boundBody(w, r); x.body != nil {
+			defer x.body.release()
+		}
+	}
+	p.handler.ServeHTTP(w, r)
 }
 
 // rewrite builds the upstream request (SPEC §4.4): the headers dropHeader
@@ -298,6 +308,9 @@ func sameHeader(a, b string) bool {
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	x := exchangeFrom(resp.Request.Context())
 	p.answered(x, resp.StatusCode)
+	if resp.StatusCode == http.StatusSwitchingProtocols && x.body != nil {
+		x.body.release() // the connection becomes a tunnel, with no deadline
+	}
 	if x.nheaders > 0 {
 		for _, name := range rateLimitNames {
 			delete(resp.Header, name)
@@ -327,6 +340,12 @@ func (p *Proxy) answered(x *exchange, status int) {
 // or is too slow (SPEC §4.7).
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	x := exchangeFrom(r.Context())
+	if x.body != nil {
+		if why := x.body.timedOut(); why != nil {
+			p.bodyTimeout(w, r, x, why)
+			return
+		}
+	}
 	if r.Context().Err() != nil {
 		// The caller left; the upstream may well have done the work, so
 		// the request stays charged (as nginx counts its 499s). A
@@ -347,6 +366,24 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	}
 	p.answered(x, http.StatusBadGateway)
 	p.fail(w, r, http.StatusBadGateway, "upstream_unavailable", "the upstream is unreachable", err)
+}
+
+// bodyTimeout answers a client whose request body did not arrive in time
+// (boundBody): 408 request_timeout, which the Upstream hook sees too. It
+// comes before the caller-left case in upstreamError because the read
+// that timed out also cancelled the request's context. The response has
+// not started (the round trip failed); when it has, the upstream's answer
+// was already on its way, and the reverse proxy cuts it off instead.
+//
+// Like a caller who hangs up, the client is at fault, and its request
+// stays charged, count-success quotas included: the upstream may have
+// acted on the part of the body it got, and a refund would let a client
+// stall its bodies on purpose, holding a connection each time, for free.
+// Its rate-limit headers go with the 408, as with a 502 or 504.
+func (p *Proxy) bodyTimeout(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
+	setHeaders(w.Header(), x)
+	p.answered(x, http.StatusRequestTimeout)
+	p.fail(w, r, http.StatusRequestTimeout, "request_timeout", "the request body did not arrive in time", err)
 }
 
 // callerLeft answers a caller who went away: 499, which nobody reads,

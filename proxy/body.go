@@ -1,0 +1,173 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+// minBodyRate is the slowest a client may send a request body, in bytes
+// per second on average: each byte received moves the body's deadline
+// 1/minBodyRate s later (Apache mod_reqtimeout's MinRate). A client at
+// 1 KB/s may upload for ever; one that sends a byte every few seconds
+// soon runs out of time.
+const minBodyRate = 500
+
+// perByte is how much later each byte received moves the deadline.
+const perByte = time.Second / minBodyRate
+
+// boundBody bounds the reading of r's body (ServeHTTP asks only for a
+// request that has one, so a GET pays nothing) against a client that
+// stalls or trickles it (slowloris on the body): the body must
+// arrive by a deadline timeout after the first Read, extended by perByte
+// for each byte received, and each Read must return within timeout. It sets the connection's read deadline before
+// each Read, so a Read that waits past the deadline fails, and the round
+// trip with it; upstreamError then answers 408. It replaces r.Body, so r
+// must be the handler's own copy; it returns nil, and leaves r alone,
+// when the body cannot be bounded.
+//
+// The deadline is set at once, timeout from now, then restarted by the
+// first Read, so that it also bounds what the server reads of a body
+// nobody read: before a 401 or 429, or a 502, goes out, the server reads
+// what is left of a small body (up to 256 KiB) to keep the connection,
+// and without a deadline it would wait on a stalled client for ever.
+//
+// Over HTTP/2 the deadline is the stream's. A ResponseWriter that cannot
+// set one (ErrNotSupported: a test's recorder, a wrapper without Unwrap)
+// leaves the body unbounded, and the request goes on as before. The
+// deadline replaces a server's ReadTimeout, which gaia-proxy's own
+// server does not set: it would cut long uploads. A WebSocket handshake
+// is a GET without a body, so never bounded; an upgrade that does carry
+// one is released at the 101 (modifyResponse), and the hijack that
+// follows clears the connection's deadlines.
+//
+// The clock runs while the proxy writes the body to the upstream too
+// (mod_reqtimeout's does as well): an upstream that takes a body slower
+// than minBodyRate, yet never stalls a write for the upstream timeout,
+// would have its client answered 408.
+func (p *Proxy) boundBody(w http.ResponseWriter, r *http.Request) *boundedBody {
+	deadline := time.Now().Add(p.timeout) // the network's clock, not p.now
+	if http.NewResponseController(w).SetReadDeadline(deadline) != nil {
+		return nil
+	}
+	b := &boundedBody{ReadCloser: r.Body, w: w, timeout: p.timeout, deadline: deadline}
+	r.Body = b
+	return b
+}
+
+// bodyState is where the reading of a bounded body stands.
+type bodyState int
+
+const (
+	bodyReading  bodyState = iota
+	bodyEnded              // EOF: the deadline is cleared
+	bodyFailed             // a Read failed: the deadline stays
+	bodyReleased           // the handler returned or the connection was hijacked
+)
+
+// boundedBody is a request body that must arrive in time (boundBody).
+// Only its Reads in the reading state touch the connection's deadline,
+// and only they may: after the handler returns the connection belongs to
+// the server again, and a Read may still come from the transport's
+// writing goroutine, which outlives the handler when the upstream
+// answered before reading the whole body.
+type boundedBody struct {
+	io.ReadCloser
+	w       http.ResponseWriter
+	timeout time.Duration
+
+	mu       sync.Mutex // Read, release and timedOut run on different goroutines
+	state    bodyState
+	inRead   bool
+	start    time.Time // of the first Read
+	n        int64     // bytes received
+	deadline time.Time // the one in force
+	err      error     // why a Read failed, in state bodyFailed
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.state != bodyReading {
+		b.mu.Unlock()
+		return b.ReadCloser.Read(p)
+	}
+	if b.start.IsZero() {
+		b.start = time.Now()
+	}
+	// The average rate's deadline, but no later than a timeout from
+	// now: credit from a fast start does not buy a long stall.
+	b.deadline = b.start.Add(b.timeout + time.Duration(b.n)*perByte)
+	if idle := time.Now().Add(b.timeout); idle.Before(b.deadline) {
+		b.deadline = idle
+	}
+	b.setDeadline(b.deadline) // if the connection is gone, so is the Read
+	b.inRead = true
+	b.mu.Unlock()
+
+	n, err := b.ReadCloser.Read(p)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.inRead = false
+	b.n += int64(n)
+	if err == nil || b.state != bodyReading {
+		return n, err
+	}
+	if err == io.EOF {
+		// The next reads are the server's: the next request's, or its
+		// background read that notices a client leaving (which the
+		// server starts at EOF, with no deadline of its own; ours would
+		// cancel the request when it passed).
+		b.state = bodyEnded
+		b.setDeadline(time.Time{})
+		return n, err
+	}
+	// Any other error: the connection will not carry another request,
+	// and the deadline stays, so that the server's and the transport's
+	// own reads of what is left of the body (Close reads up to 256 KiB)
+	// fail at once rather than wait on a client that sends nothing.
+	b.state, b.err = bodyFailed, err
+	return n, err
+}
+
+func (b *boundedBody) setDeadline(t time.Time) {
+	http.NewResponseController(b.w).SetReadDeadline(t)
+}
+
+// release ends b's hold on the connection's deadline, when the handler
+// returns or the connection is about to be hijacked (101). It leaves the
+// deadline as it is. That is right for the next request on the
+// connection: before reading one, the server sets its own read deadline
+// (the idle timeout, then ReadHeaderTimeout, then ReadTimeout or none).
+// And it is needed: after the handler, the server reads what is left of
+// an unread body (up to 256 KiB) to keep the connection, and a cleared
+// deadline would have it wait on a stalled client for ever. A hijack
+// clears the deadline itself.
+func (b *boundedBody) release() {
+	b.mu.Lock()
+	if b.state == bodyReading {
+		b.state = bodyReleased
+	}
+	b.mu.Unlock()
+}
+
+// timedOut returns, when the body did not arrive in time, an error that
+// says so; nil otherwise. The Read that timed out may not have returned
+// yet: the server cancels the request's context on the connection's read
+// error, before the error reaches Read, and the round trip can fail on
+// the cancellation first. A Read still waiting past its deadline counts.
+func (b *boundedBody) timedOut() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.state == bodyFailed && errors.Is(b.err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("request body: %d bytes by the deadline: %w", b.n, b.err)
+	case b.state == bodyReading && b.inRead && !time.Now().Before(b.deadline):
+		return fmt.Errorf("request body: %d bytes by the deadline", b.n)
+	}
+	return nil
+}
