@@ -358,13 +358,13 @@ func (l *Limiter) Refund(ctx context.Context, d *Decision, cost int64) error {
 	var refunded []Limit
 	for i := range d.Statuses {
 		s := &d.Statuses[i]
-		switch {
-		case !s.Limit.Refundable || s.Limit.Period == nil || !s.Charged:
+		switch s.refund(cost) {
+		case 0:
 			continue
-		case s.Limit.PerRequest:
-			byRequest = append(byRequest, s.Counter)
-		default:
+		case cost:
 			byCost = append(byCost, s.Counter)
+		default:
+			byRequest = append(byRequest, s.Counter)
 		}
 		refunded = append(refunded, s.Limit)
 	}

@@ -214,3 +214,39 @@ func TestSeedFromPartialLedger(t *testing.T) {
 		}
 	}
 }
+
+// TestAfterRefund: AfterRefund gives back what Refund does, to the
+// statuses Refund touches: cost to a charged refundable quota, 1 to a
+// PerRequest one; nothing to a rate limit, a quota not refundable or not
+// charged, or a refused decision. It leaves the decision it reads alone.
+func TestAfterRefund(t *testing.T) {
+	st := func(l limiter.Limit, used int64, charged bool) limiter.Status {
+		return limiter.Status{Limit: l, Used: used, Remaining: max(0, l.Limit-used), Charged: charged}
+	}
+	d := limiter.Decision{Allowed: true, Statuses: []limiter.Status{
+		st(limiter.Limit{Name: "r", Limit: 10, Window: time.Second}, 4, true),
+		st(limiter.Limit{Name: "q", Limit: 100, Period: daily, Refundable: true}, 30, true),
+		st(limiter.Limit{Name: "p", Limit: 5, Period: daily, Refundable: true, PerRequest: true}, 5, true),
+		st(limiter.Limit{Name: "n", Limit: 100, Period: daily}, 30, true),
+		st(limiter.Limit{Name: "u", Limit: 100, Period: daily, Refundable: true}, 30, false),
+	}}
+	got, ok := d.AfterRefund(3)
+	if !ok {
+		t.Fatal("AfterRefund reports nothing given back")
+	}
+	for i, want := range []struct {
+		used, remaining int64
+		charged         bool
+	}{{4, 6, true}, {27, 73, false}, {4, 1, false}, {30, 70, true}, {30, 70, false}} {
+		if s := got.Statuses[i]; s.Used != want.used || s.Remaining != want.remaining || s.Charged != want.charged {
+			t.Errorf("%s: used %d, remaining %d, charged %v; want %d, %d, %v", s.Limit.Name, s.Used, s.Remaining, s.Charged, want.used, want.remaining, want.charged)
+		}
+	}
+	if d.Statuses[1].Used != 30 || !d.Statuses[1].Charged {
+		t.Errorf("AfterRefund changed the decision it read: %+v", d.Statuses[1])
+	}
+	d.Allowed = false
+	if _, ok := d.AfterRefund(3); ok {
+		t.Error("a refused decision has something given back")
+	}
+}

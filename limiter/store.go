@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -108,6 +109,45 @@ type Decision struct {
 	// by is the fallback store that made the decision, for Refund; nil
 	// means the Limiter's primary store.
 	by Store
+}
+
+// refund returns what Limiter.Refund gives back to s's counter after a
+// request of cost failed: cost, or 1 for a PerRequest limit; 0 for a
+// limit it leaves alone (a rate limit, or a quota not refundable or not
+// charged).
+func (s *Status) refund(cost int64) int64 {
+	switch {
+	case !s.Limit.Refundable || s.Limit.Period == nil || !s.Charged:
+		return 0
+	case s.Limit.PerRequest:
+		return 1
+	}
+	return cost
+}
+
+// AfterRefund returns d as a successful Limiter.Refund(d, cost) leaves
+// its quotas: the refundable ones d charged, with their units given
+// back; false when there are none. d itself is unchanged.
+func (d *Decision) AfterRefund(cost int64) (Decision, bool) {
+	out := *d
+	if !d.Allowed || cost <= 0 {
+		return out, false
+	}
+	changed := false
+	for i := range d.Statuses {
+		back := d.Statuses[i].refund(cost)
+		if back == 0 {
+			continue
+		}
+		if !changed {
+			out.Statuses, changed = slices.Clone(d.Statuses), true
+		}
+		s := &out.Statuses[i]
+		s.Used = max(0, s.Used-back)
+		s.Remaining = max(0, s.Limit.Limit-s.Used)
+		s.Charged = false
+	}
+	return out, changed
 }
 
 // Refused returns the enforced limit that refused the request, preferring

@@ -317,10 +317,10 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		}
 	}
 	delete(resp.Header, "X-Gaia-Shadow-Limited")
-	setHeaders(resp.Header, x)
 	if resp.StatusCode >= 400 {
 		p.refund(resp.Request.Context(), x)
 	}
+	setHeaders(resp.Header, x)
 	return nil
 }
 
@@ -396,6 +396,11 @@ func (p *Proxy) refund(ctx context.Context, x *exchange) {
 	}
 	if err := p.decider.Refund(ctx, &x.decision, x.cost); err != nil {
 		p.quiet.Logf("refund", "proxy: refund for %s: %v", x.subject.ID, err)
+		return
+	}
+	// The response's headers say what the quotas hold after the refund.
+	if d, ok := x.decision.AfterRefund(x.cost); ok {
+		rateLimitHeaders(x, &d, x.start)
 	}
 }
 

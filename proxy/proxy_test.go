@@ -26,8 +26,9 @@ import (
 // fakeDecider is a Decider whose answers the test chooses.
 type fakeDecider struct {
 	decide  func(limits []limiter.Limit, cost int64) (limiter.Decision, error)
-	calls   atomic.Int64
-	refunds atomic.Int64
+	calls     atomic.Int64
+	refunds   atomic.Int64
+	refundErr error // Refund's answer, when set
 }
 
 func (f *fakeDecider) Decide(_ context.Context, limits []limiter.Limit, cost int64) (limiter.Decision, error) {
@@ -36,6 +37,9 @@ func (f *fakeDecider) Decide(_ context.Context, limits []limiter.Limit, cost int
 }
 
 func (f *fakeDecider) Refund(_ context.Context, d *limiter.Decision, cost int64) error {
+	if f.refundErr != nil {
+		return f.refundErr
+	}
 	f.refunds.Add(cost)
 	return nil
 }
@@ -431,16 +435,38 @@ func TestErrorLogQuiet(t *testing.T) {
 	}
 }
 
+// TestRefundOnUpstreamFailure: a failed request's cost goes back to its
+// count-success quota (cost 1; allowAll leaves the quota of 1000 at 500
+// used), and the response's quota headers say so: 500 remaining after a
+// 200, 501 after a 500 from the upstream or a 502 of the proxy's own,
+// unless the refund failed.
 func TestRefundOnUpstreamFailure(t *testing.T) {
 	d := &fakeDecider{decide: allowAll}
 	srv := newTestProxy(t, &upstreamRecorder{}, d, nil)
-	get(t, srv.URL+"/ok", map[string]string{"X-Api-Key": "secret-1"})
-	if d.refunds.Load() != 0 {
-		t.Errorf("refund after a 200")
-	}
-	get(t, srv.URL+"/fail", map[string]string{"X-Api-Key": "secret-1"})
-	if d.refunds.Load() != 1 {
-		t.Errorf("refunds = %d after a 500, want 1", d.refunds.Load())
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL, _ := url.Parse(dead.URL)
+	dead.Close()
+	unreachable := httptest.NewServer(New(deadURL, d, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{Logf: t.Logf}))
+	defer unreachable.Close()
+	key := map[string]string{"X-Api-Key": "secret-1"}
+	for _, tc := range []struct {
+		name, url string
+		refundErr error
+		status    int
+		refunds   int64
+		remaining string
+	}{
+		{"200", srv.URL + "/ok", nil, 200, 0, "500"},
+		{"500 from the upstream", srv.URL + "/fail", nil, 500, 1, "501"},
+		{"502 of the proxy", unreachable.URL + "/x", nil, 502, 2, "501"},
+		{"refund failed", srv.URL + "/fail", errors.New("redis away"), 500, 2, "500"},
+	} {
+		d.refundErr = tc.refundErr
+		resp, _ := get(t, tc.url, key)
+		if resp.StatusCode != tc.status || d.refunds.Load() != tc.refunds || resp.Header.Get("X-Quota-Remaining") != tc.remaining {
+			t.Errorf("%s: %d, %d units refunded in all, X-Quota-Remaining %q; want %d, %d, %q", tc.name,
+				resp.StatusCode, d.refunds.Load(), resp.Header.Get("X-Quota-Remaining"), tc.status, tc.refunds, tc.remaining)
+		}
 	}
 }
 
