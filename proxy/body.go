@@ -139,18 +139,22 @@ func (b *boundedBody) setDeadline(t time.Time) {
 }
 
 // release ends b's hold on the connection's deadline, when the handler
-// returns or the connection is about to be hijacked (101). It leaves the
-// deadline as it is. That is right for the next request on the
-// connection: before reading one, the server sets its own read deadline
-// (the idle timeout, then ReadHeaderTimeout, then ReadTimeout or none).
-// And it is needed: after the handler, the server reads what is left of
-// an unread body (up to 256 KiB) to keep the connection, and a cleared
-// deadline would have it wait on a stalled client for ever. A hijack
-// clears the deadline itself.
+// returns or the connection is about to be hijacked (101), and gives
+// what the server does with the connection next a deadline of its own,
+// a timeout from now. Not none: after the handler, the server reads what
+// is left of an unread body (up to 256 KiB) to keep the connection, and
+// without a deadline it would wait on a stalled client for ever. Not
+// the one in force, which may have passed: the server also reads from a
+// connection it closes, while its answer reaches a client still sending
+// a body too large to read, and a read that failed at once would have it
+// close at once, the client's unread answer lost to the reset. Before
+// reading a next request the server sets its own read deadline (the idle
+// timeout, then ReadHeaderTimeout); a hijack clears it.
 func (b *boundedBody) release() {
 	b.mu.Lock()
 	if b.state == bodyReading {
 		b.state = bodyReleased
+		b.setDeadline(time.Now().Add(b.timeout))
 	}
 	b.mu.Unlock()
 }

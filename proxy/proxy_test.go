@@ -25,7 +25,7 @@ import (
 
 // fakeDecider is a Decider whose answers the test chooses.
 type fakeDecider struct {
-	decide  func(limits []limiter.Limit, cost int64) (limiter.Decision, error)
+	decide    func(limits []limiter.Limit, cost int64) (limiter.Decision, error)
 	calls     atomic.Int64
 	refunds   atomic.Int64
 	refundErr error // Refund's answer, when set
