@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -65,6 +66,24 @@ func readAllBody(ended chan<- error) http.HandlerFunc {
 	}
 }
 
+// statusHook is an Options.Upstream that keeps the statuses it is shown.
+type statusHook struct {
+	mu       sync.Mutex
+	statuses []int
+}
+
+func (h *statusHook) record(route string, status int, took time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.statuses = append(h.statuses, status)
+}
+
+func (h *statusHook) seen() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.statuses)
+}
+
 // wantBodyTimeout checks that a response is the proxy's 408.
 func wantBodyTimeout(t *testing.T, resp *http.Response, body string) {
 	t.Helper()
@@ -96,15 +115,9 @@ func TestStalledBodyTimesOut(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ended := make(chan error, 1)
-			var mu sync.Mutex
-			var statuses []int
-			hook := func(route string, status int, took time.Duration) {
-				mu.Lock()
-				statuses = append(statuses, status)
-				mu.Unlock()
-			}
+			var hook statusHook
 			d := &fakeDecider{decide: allowAll}
-			srv := newTestProxy(t, readAllBody(ended), d, &Options{UpstreamTimeout: bodyTimeout, Upstream: hook, Logf: t.Logf})
+			srv := newTestProxy(t, readAllBody(ended), d, &Options{UpstreamTimeout: bodyTimeout, Upstream: hook.record, Logf: t.Logf})
 			c, br := rawConn(t, srv)
 			io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: gaia\r\nX-Api-Key: secret-1\r\n"+tc.framing+"\r\n"+tc.sent)
 
@@ -125,9 +138,7 @@ func TestStalledBodyTimesOut(t *testing.T) {
 			case <-time.After(hangGuard):
 				t.Fatal("the upstream is still reading the stalled body")
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if len(statuses) != 1 || statuses[0] != http.StatusRequestTimeout {
+			if statuses := hook.seen(); len(statuses) != 1 || statuses[0] != http.StatusRequestTimeout {
 				t.Errorf("the Upstream hook saw %v, want [408]", statuses)
 			}
 			if n := d.refunds.Load(); n != 0 {
@@ -320,18 +331,12 @@ func TestRefusedStalledBody(t *testing.T) {
 // body is a caller who left (499, nothing for the Upstream hook), not a
 // body that came too slowly.
 func TestBodyHangUpIsNotTimeout(t *testing.T) {
-	var mu sync.Mutex
-	var statuses []int
-	hook := func(route string, status int, took time.Duration) {
-		mu.Lock()
-		statuses = append(statuses, status)
-		mu.Unlock()
-	}
+	var hook statusHook
 	up := httptest.NewServer(readAllBody(nil))
 	defer up.Close()
 	u, _ := url.Parse(up.URL)
 	d := &fakeDecider{decide: allowAll}
-	p := New(u, d, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{UpstreamTimeout: hangGuard, Upstream: hook, Logf: t.Logf})
+	p := New(u, d, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{UpstreamTimeout: hangGuard, Upstream: hook.record, Logf: t.Logf})
 	handled := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer close(handled)
@@ -347,8 +352,7 @@ func TestBodyHangUpIsNotTimeout(t *testing.T) {
 	case <-time.After(hangGuard):
 		t.Fatal("the proxy still waits for the body of a client that hung up")
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	statuses := hook.seen()
 	for _, s := range statuses {
 		if s == http.StatusRequestTimeout {
 			t.Errorf("the Upstream hook saw %v: a hang-up taken for a body timeout", statuses)
