@@ -274,6 +274,14 @@ func TestKilledProcessResynced(t *testing.T) {
 	}, p.logs)
 }
 
+// counterBytes is a quota counter as Redis holds it (redisstore's
+// store.lua): used, seq and the period's end in ms, little-endian doubles.
+func counterBytes(used, seq int64, end time.Time) []byte {
+	v := bin.LittleEndian.AppendUint64(nil, math.Float64bits(float64(used)))
+	v = bin.LittleEndian.AppendUint64(v, math.Float64bits(float64(seq)))
+	return bin.LittleEndian.AppendUint64(v, math.Float64bits(float64(end.UnixMilli())))
+}
+
 // BenchmarkResync measures a resync at start: 100,000 quota counters in
 // Redis read and written to a PostgreSQL ledger that holds them already
 // (as after a restart) or not (as after a kill, the first round).
@@ -288,10 +296,8 @@ func BenchmarkResync(b *testing.B) {
 	pipe := rdb.Pipeline()
 	for i := range counters {
 		id := fmt.Sprint(i)
-		v := bin.LittleEndian.AppendUint64(nil, math.Float64bits(float64(i%1000+1)))
-		v = bin.LittleEndian.AppendUint64(v, math.Float64bits(float64(i%1000+1)))
-		v = bin.LittleEndian.AppendUint64(v, math.Float64bits(float64(start.AddDate(0, 0, 1).UnixMilli())))
-		pipe.Set(ctx, fmt.Sprintf("%s{user:u%s}user:u%s/qdaily:p%d", prefix, id, id, start.Unix()), v, time.Hour)
+		used := int64(i%1000 + 1)
+		pipe.Set(ctx, fmt.Sprintf("%s{user:u%s}user:u%s/qdaily:p%d", prefix, id, id, start.Unix()), counterBytes(used, used, start.AddDate(0, 0, 1)), time.Hour)
 		if pipe.Len() == 1000 {
 			if _, err := pipe.Exec(ctx); err != nil {
 				b.Fatal(err)

@@ -17,6 +17,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
+	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/limiter/redisstore"
 )
 
 // redisServer starts a redis-server of the test's own with args on a
@@ -319,4 +321,113 @@ func anys(ss []string) []any {
 		out[i] = s
 	}
 	return out
+}
+
+// TestCountersWhileSlotsMove: a walk of the quota counters (the ledger's
+// resync) during which a slot holding some of them changes master fails,
+// rather than report a walk that may have missed them; once the slots
+// stay put, a walk reads every counter.
+func TestCountersWhileSlotsMove(t *testing.T) {
+	ctx := context.Background()
+	nodes := ownCluster(t, 2, 1)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{nodes[0].addr}})
+	t.Cleanup(func() { rdb.Close() })
+	const counters = 2000
+	start := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	for i := range counters {
+		key := fmt.Sprintf("gaia:{user:u%d}user:u%d/qdaily:p%d", i, i, start.Unix())
+		if err := rdb.Set(ctx, key, counterBytes(1, 1, start.AddDate(0, 0, 1)), time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A slot of the first master's that holds counters.
+	owner, spare := nodes[0], nodes[2]
+	slot, err := rdb.ClusterKeySlot(ctx, "{user:u0}").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; slotOwner(t, rdb, slot) != owner.addr; i++ {
+		if slot, err = rdb.ClusterKeySlot(ctx, fmt.Sprintf("{user:u%d}", i)).Result(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := redisstore.New(rdb, nil)
+	t.Cleanup(func() { s.Close() })
+	read := 0
+	err = s.Counters(ctx, func(vs []limiter.CounterValue) error {
+		if read == 0 {
+			migrateSlot(t, nodes, slot, owner, spare)
+		}
+		read += len(vs)
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "slots moved during the walk") {
+		t.Fatalf("a walk while a slot moved: %v after %d counters, want a failure", err, read)
+	}
+
+	migrateSlot(t, nodes, slot, spare, owner)
+	waitFor(t, 10*time.Second, "every node sees the slot back", func() bool {
+		for _, n := range nodes {
+			if slotOwner(t, n.rdb, slot) != owner.addr {
+				return false
+			}
+		}
+		return true
+	}, &logBuffer{})
+	read = 0
+	if err := s.Counters(ctx, func(vs []limiter.CounterValue) error { read += len(vs); return nil }); err != nil || read != counters {
+		t.Errorf("a walk with the slots at rest: %v, %d counters, want all %d", err, read, counters)
+	}
+}
+
+// migrateSlot moves slot, with its keys, from src to dst, as
+// redis-cli --cluster reshard does.
+func migrateSlot(t *testing.T, nodes []*clusterNode, slot int64, src, dst *clusterNode) {
+	t.Helper()
+	ctx := context.Background()
+	do := func(n *clusterNode, args ...any) {
+		t.Helper()
+		if err := n.rdb.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("%v on %s: %v", args, n.addr, err)
+		}
+	}
+	do(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src.id)
+	do(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst.id)
+	keys, err := src.rdb.ClusterGetKeysInSlot(ctx, int(slot), 10000).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) > 0 {
+		host, port, _ := net.SplitHostPort(dst.addr)
+		do(src, append([]any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}, anys(keys)...)...)
+	}
+	// dst first. src, left with no slot, turns itself into a replica of
+	// dst as soon as it learns, and a replica takes no SETSLOT: it knows.
+	do(dst, "CLUSTER", "SETSLOT", slot, "NODE", dst.id)
+	for _, n := range nodes {
+		if n == dst {
+			continue
+		}
+		err := n.rdb.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dst.id).Err()
+		if err != nil && !(n == src && strings.Contains(err.Error(), "only with masters")) {
+			t.Fatalf("SETSLOT %d NODE on %s: %v", slot, n.addr, err)
+		}
+	}
+}
+
+// slotOwner returns the address of the master c says serves slot.
+func slotOwner(t *testing.T, c interface {
+	ClusterSlots(context.Context) *redis.ClusterSlotsCmd
+}, slot int64) string {
+	t.Helper()
+	slots, err := c.ClusterSlots(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sl := range slots {
+		if int64(sl.Start) <= slot && slot <= int64(sl.End) && len(sl.Nodes) > 0 {
+			return sl.Nodes[0].Addr
+		}
+	}
+	return ""
 }

@@ -26,7 +26,10 @@ const scanCount = 1000
 //
 // It walks the keyspace with SCAN, so it sees every counter that exists
 // from its start to its end, and maybe some twice; one created or
-// dropped meanwhile may be missed. A counter's Key is read back from its
+// dropped meanwhile may be missed. A cluster whose slots move during the
+// walk (a failover, a reshard) fails it: a node that answers MOVED or
+// ASK may hold counters of a master already read, or none it still
+// owns. A counter's Key is read back from its
 // Redis key, which works for Keys that carry their own hash tag, as
 // limiter.Limit's Keys do.
 func (s *Store) Counters(ctx context.Context, fn func([]limiter.CounterValue) error) error {
@@ -45,12 +48,21 @@ func (s *Store) Counters(ctx context.Context, fn func([]limiter.CounterValue) er
 		if err != nil {
 			return fmt.Errorf("redisstore: counters: %w", err)
 		}
+		before, err := slotMap(ctx, c)
+		if err != nil {
+			return err
+		}
 		// One master after the other: fn need not be safe for
 		// concurrent use.
 		for _, m := range masters {
 			if err := s.scanCounters(ctx, m, match, fn); err != nil {
 				return err
 			}
+		}
+		// A master that became a replica answers SCAN with no error;
+		// the slot map tells.
+		if after, err := slotMap(ctx, c); err != nil || after != before {
+			return errors.Join(errors.New("redisstore: counters: slots moved during the walk, read again later"), err)
 		}
 		return nil
 	}
@@ -83,8 +95,12 @@ func (s *Store) scanCounters(ctx context.Context, node redis.Cmdable, match stri
 				v, err := gets[i].Result()
 				switch {
 				case err == nil:
-				case errors.Is(err, redis.Nil) || moved(err):
-					continue // gone since the scan, or moved to another master
+				case errors.Is(err, redis.Nil):
+					continue // gone since the scan
+				case moved(err):
+					// A failover or a reshard: this node's counters are
+					// elsewhere now, maybe on a master already read.
+					return fmt.Errorf("redisstore: counters: slots moved during the walk, read again later: %w", err)
 				default:
 					return fmt.Errorf("redisstore: counters: %w", err)
 				}
@@ -103,6 +119,24 @@ func (s *Store) scanCounters(ctx context.Context, node redis.Cmdable, match stri
 		}
 		cursor = next
 	}
+}
+
+// slotMap returns which master serves which slots, as a string to
+// compare.
+func slotMap(ctx context.Context, c *redis.ClusterClient) (string, error) {
+	slots, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		return "", fmt.Errorf("redisstore: counters: %w", err)
+	}
+	var b strings.Builder
+	for _, sl := range slots {
+		master := ""
+		if len(sl.Nodes) > 0 {
+			master = sl.Nodes[0].Addr
+		}
+		fmt.Fprintf(&b, "%d-%d %s\n", sl.Start, sl.End, master)
+	}
+	return b.String(), nil
 }
 
 // moved reports a cluster's answer that a key's slot is served by
