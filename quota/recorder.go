@@ -3,6 +3,7 @@ package quota
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -198,21 +199,32 @@ func (r *Recorder) Run(ctx context.Context) {
 // keeps failing.
 const maxResyncWait = time.Minute
 
+// resyncGap is the least time between the starts of resyncs: while the
+// buffer keeps overflowing, a resync after every flush would double the
+// load on a ledger already behind.
+const resyncGap = time.Minute
+
 // resyncs resyncs from Source whenever one is owed (at start, and after
-// dropped updates) and the ledger takes writes, until ctx is done. A
-// failed resync is tried again, at growing intervals.
+// dropped updates), the ledger takes writes and resyncGap has passed
+// since the last, until ctx is done. A resync that fails while the
+// ledger takes writes is tried again at growing intervals, up to
+// maxResyncWait; meanwhile the ledger's state is looked at every
+// FlushInterval.
 func (r *Recorder) resyncs(ctx context.Context) {
-	wait, failing := r.f.every, false
+	backoff, failing := r.f.every, false
+	var last time.Time // when the last successful resync began
 	for {
+		wait := r.f.every
 		r.mu.Lock()
 		owed, dropped := !r.resynced || r.f.dropped != r.covered, r.f.dropped
-		ready := !r.f.failed && !r.f.full
+		ready := !r.f.failed && !r.f.full && (!r.resynced || r.f.now().Sub(last) >= resyncGap)
 		why := "at start"
 		if r.resynced {
 			why = "after dropped usage updates"
 		}
 		r.mu.Unlock()
 		if owed && ready {
+			began := r.f.now()
 			n, err := r.resync(ctx)
 			switch {
 			case ctx.Err() != nil:
@@ -221,13 +233,13 @@ func (r *Recorder) resyncs(ctx context.Context) {
 				if !failing {
 					r.f.logf("quota ledger: resync from the hot path %s failed, retrying: %v", why, err)
 				}
-				failing, wait = true, min(2*wait, maxResyncWait)
+				failing, wait, backoff = true, backoff, min(2*backoff, maxResyncWait)
 			default:
 				r.mu.Lock()
 				r.resynced, r.covered = true, dropped
 				r.mu.Unlock()
 				r.f.logf("quota ledger: resynced from the hot path %s: %d counters read", why, n)
-				failing, wait = false, r.f.every
+				failing, backoff, last = false, r.f.every, began
 			}
 		}
 		select {
@@ -239,23 +251,17 @@ func (r *Recorder) resyncs(ctx context.Context) {
 }
 
 // resync writes every counter Source holds to the store, a batch per
-// write, and returns how many it read.
+// write, and returns how many it read. Counters never charged (Seq 0:
+// seeded for a request that was refused) are left out: the ledger has
+// nothing to learn from them. A batch may name a counter twice (a scan
+// can return a key twice); the store keeps the higher Seq.
 func (r *Recorder) resync(ctx context.Context) (int, error) {
 	n := 0
 	err := r.o.Source.Counters(ctx, func(values []limiter.CounterValue) error {
 		n += len(values)
-		// A batch may name a counter twice (a scan can return a key
-		// twice): keep its later value, as the store would.
-		latest := make(map[counterID]limiter.CounterValue, len(values))
-		for _, v := range values {
-			id := idOf(v.Counter)
-			if cur, ok := latest[id]; !ok || v.Seq > cur.Seq {
-				latest[id] = v
-			}
-		}
-		batch := make([]limiter.CounterValue, 0, len(latest))
-		for _, v := range latest {
-			batch = append(batch, v)
+		batch := slices.DeleteFunc(values, func(v limiter.CounterValue) bool { return v.Seq <= 0 })
+		if len(batch) == 0 {
+			return nil
 		}
 		return r.f.bounded(ctx, func(ctx context.Context) error { return r.store.Write(ctx, batch) })
 	})

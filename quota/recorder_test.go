@@ -33,12 +33,13 @@ func (f *fakeStore) Write(ctx context.Context, vs []limiter.CounterValue) error 
 type ledger struct {
 	mu      sync.Mutex
 	m       map[string]limiter.CounterValue
+	given   map[string]int // values written, by counter
 	fail    error
 	batches chan []limiter.CounterValue
 }
 
 func newLedger() (*ledger, *fakeStore) {
-	l := &ledger{m: map[string]limiter.CounterValue{}, batches: make(chan []limiter.CounterValue, 100)}
+	l := &ledger{m: map[string]limiter.CounterValue{}, given: map[string]int{}, batches: make(chan []limiter.CounterValue, 100)}
 	return l, &fakeStore{
 		LoadFunc: func(_ context.Context, cs []limiter.Counter) ([]limiter.CounterValue, error) {
 			vs := make([]limiter.CounterValue, len(cs))
@@ -54,7 +55,9 @@ func newLedger() (*ledger, *fakeStore) {
 				return l.fail
 			}
 			for _, v := range vs {
-				if k := id(v.Counter); v.Seq > l.m[k].Seq {
+				k := id(v.Counter)
+				l.given[k]++
+				if v.Seq > l.m[k].Seq {
 					l.m[k] = v
 				}
 			}
@@ -70,6 +73,13 @@ func (l *ledger) get(c limiter.Counter) limiter.CounterValue {
 	v := l.m[id(c)]
 	v.Counter = c
 	return v
+}
+
+// writes returns how many values of c the ledger was given.
+func (l *ledger) writes(c limiter.Counter) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.given[id(c)]
 }
 
 func (l *ledger) setFail(err error) {
@@ -476,13 +486,14 @@ func waitLedger(t *testing.T, l *ledger, lg *logs, want map[limiter.Counter]int6
 
 // TestResyncAtStart: with a Source, Run writes every counter the hot
 // path holds to the ledger at start (a process killed before its flush
-// left them there), keeping the ledger's newer values, and logs it once.
-// A source that fails at first is tried again.
+// left them there), keeping the ledger's newer values and leaving out
+// counters never charged, and logs it once. A source that fails at
+// first is tried again.
 func TestResyncAtStart(t *testing.T) {
 	l, s := newLedger()
 	l.m[id(cb)] = val(cb, 9, 9) // newer than the hot path's
 	src := &hotPath{}
-	src.set(val(ca, 5, 5), val(cb, 4, 4), val(cc, 7, 7), val(ca, 3, 3))
+	src.set(val(ca, 5, 5), val(cb, 4, 4), val(cc, 7, 7), val(ca, 3, 3), val(cd, 0, 0)) // d: never charged
 	src.setFail(errors.New("redis away"))
 	r, _, lg := newRecorder(t, s, &quota.RecorderOptions{FlushInterval: time.Millisecond, Source: src})
 	runRecorder(t, r)
@@ -491,8 +502,11 @@ func TestResyncAtStart(t *testing.T) {
 	}
 	src.setFail(nil)
 	waitLedger(t, l, lg, map[limiter.Counter]int64{ca: 5, cb: 9, cc: 7})
-	for lg.count("resynced from the hot path at start: 4 counters read") == 0 {
+	for lg.count("resynced from the hot path at start: 5 counters read") == 0 {
 		time.Sleep(time.Millisecond)
+	}
+	if n := l.writes(cd); n != 0 {
+		t.Errorf("a counter never charged was written %d times, want none", n)
 	}
 	reads := func() int { src.mu.Lock(); defer src.mu.Unlock(); return src.reads }
 	n := reads()
@@ -504,11 +518,12 @@ func TestResyncAtStart(t *testing.T) {
 
 // TestResyncAfterDrops: updates the full buffer dropped reach the ledger
 // from the hot path once writes recover, though their counters see no
-// further update.
+// further update; resyncs start at least resyncGap (a minute) apart, so
+// a buffer that keeps overflowing does not have one after every flush.
 func TestResyncAfterDrops(t *testing.T) {
 	l, s := newLedger()
 	src := &hotPath{}
-	r, _, lg := newRecorder(t, s, &quota.RecorderOptions{FlushInterval: time.Millisecond, MaxPending: 1, Source: src})
+	r, clk, lg := newRecorder(t, s, &quota.RecorderOptions{FlushInterval: time.Millisecond, MaxPending: 1, Source: src})
 	runRecorder(t, r)
 	for lg.count("resynced from the hot path at start: 0 counters read") == 0 {
 		time.Sleep(time.Millisecond)
@@ -520,6 +535,11 @@ func TestResyncAfterDrops(t *testing.T) {
 		t.Fatalf("Dropped = %d, want 2", st.Dropped)
 	}
 	l.setFail(nil)
+	time.Sleep(20 * time.Millisecond) // 20 flush intervals: still within the gap
+	if v := l.get(cb); v.Used != 0 {
+		t.Errorf("resynced %+v within a minute of the last resync", v)
+	}
+	clk.Add(time.Minute)
 	waitLedger(t, l, lg, map[limiter.Counter]int64{ca: 1, cb: 2, cc: 3})
 	for lg.count("resynced from the hot path after dropped usage updates: 3 counters read") == 0 {
 		time.Sleep(time.Millisecond)
