@@ -22,11 +22,12 @@ const perByte = time.Second / minBodyRate
 
 // boundBody bounds the reading of r's body (ServeHTTP asks only for a
 // request that has one, so a GET pays nothing) against a client that
-// stalls or trickles it (slowloris on the body): the body must
-// arrive by a deadline timeout after the first Read, extended by perByte
-// for each byte received, and each Read must return within timeout. It sets the connection's read deadline before
-// each Read, so a Read that waits past the deadline fails, and the round
-// trip with it; upstreamError then answers 408. It replaces r.Body, so r
+// stalls or trickles it (slowloris on the body): the body must arrive
+// at minBodyRate on average, with a timeout's grace, and no Read may
+// wait longer than the timeout (boundedBody.Read says exactly how). It
+// sets the connection's read deadline before each Read, so a Read that
+// waits past the deadline fails, and the round trip with it;
+// upstreamError then answers 408. It replaces r.Body, so r
 // must be the handler's own copy; it returns nil, and leaves r alone,
 // when the body cannot be bounded.
 //
@@ -54,7 +55,7 @@ func (p *Proxy) boundBody(w http.ResponseWriter, r *http.Request) *boundedBody {
 	if http.NewResponseController(w).SetReadDeadline(deadline) != nil {
 		return nil
 	}
-	b := &boundedBody{ReadCloser: r.Body, w: w, timeout: p.timeout, deadline: deadline}
+	b := &boundedBody{ReadCloser: r.Body, w: w, timeout: p.timeout, deadline: deadline, set: deadline}
 	r.Body = b
 	return b
 }
@@ -83,28 +84,47 @@ type boundedBody struct {
 	mu       sync.Mutex // Read, release and timedOut run on different goroutines
 	state    bodyState
 	inRead   bool
-	start    time.Time // of the first Read
 	n        int64     // bytes received
-	deadline time.Time // the one in force
+	span     time.Time // when the current span began (see Read)
+	spanN    int64     // bytes received in it
+	deadline time.Time // when the body is due, as of the last Read
+	set      time.Time // the connection's read deadline
 	err      error     // why a Read failed, in state bodyFailed
 }
 
+// Read reads the body with the connection's read deadline at the time
+// the body is due: a span's start plus the timeout plus perByte for
+// each byte received in the span, and no later than a timeout from
+// now. A span lasts until a Read a timeout or more after its start finds
+// the client ahead of minBodyRate over it; the next starts then, from
+// nothing. So credit earned by a fast start is spent within a span, and
+// a client that then trickles falls behind in the next.
 func (b *boundedBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	if b.state != bodyReading {
 		b.mu.Unlock()
 		return b.ReadCloser.Read(p)
 	}
-	if b.start.IsZero() {
-		b.start = time.Now()
+	now := time.Now()
+	switch el := now.Sub(b.span); {
+	case b.span.IsZero():
+		b.span = now
+	case el >= b.timeout && time.Duration(b.spanN)*perByte >= el:
+		b.span, b.spanN = now, 0
 	}
-	// The average rate's deadline, but no later than a timeout from
-	// now: credit from a fast start does not buy a long stall.
-	b.deadline = b.start.Add(b.timeout + time.Duration(b.n)*perByte)
-	if idle := time.Now().Add(b.timeout); idle.Before(b.deadline) {
+	b.deadline = b.span.Add(b.timeout + time.Duration(b.spanN)*perByte)
+	if idle := now.Add(b.timeout); idle.Before(b.deadline) {
 		b.deadline = idle
 	}
-	b.setDeadline(b.deadline) // if the connection is gone, so is the Read
+	// Moving the connection's deadline is a system call and a timer
+	// reset: it moves only when the one set is earlier than the body is
+	// due, or later by more than a slack, and then to a slack later. So
+	// a body is cut between its due time and a slack after it, and a
+	// steady upload moves the deadline about once a slack.
+	if slack := b.timeout / 8; b.set.Before(b.deadline) || b.set.Sub(b.deadline) > slack {
+		b.set = b.deadline.Add(slack)
+		b.setDeadline(b.set) // if the connection is gone, so is the Read
+	}
 	b.inRead = true
 	b.mu.Unlock()
 
@@ -114,6 +134,7 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 	defer b.mu.Unlock()
 	b.inRead = false
 	b.n += int64(n)
+	b.spanN += int64(n)
 	if err == nil || b.state != bodyReading {
 		return n, err
 	}

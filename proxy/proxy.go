@@ -49,8 +49,7 @@ type Options struct {
 	Observe func(quota.Event)
 	// Upstream learns how long the upstream took to answer a forwarded
 	// request (to its response headers), and with what status: 502 or
-	// 504 when it failed, 408 when the client's request body did not
-	// arrive in time. Same rules as Observe.
+	// 504 when it failed. Same rules as Observe.
 	Upstream func(route string, status int, took time.Duration)
 }
 
@@ -369,20 +368,21 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 }
 
 // bodyTimeout answers a client whose request body did not arrive in time
-// (boundBody): 408 request_timeout, which the Upstream hook sees too. It
-// comes before the caller-left case in upstreamError because the read
-// that timed out also cancelled the request's context. The response has
-// not started (the round trip failed); when it has, the upstream's answer
-// was already on its way, and the reverse proxy cuts it off instead.
+// (boundBody): 408 request_timeout. It comes before the caller-left case
+// in upstreamError because the read that timed out also cancelled the
+// request's context. The response has not started (the round trip
+// failed); when it has, the upstream's answer was already on its way,
+// and the reverse proxy cuts it off instead.
 //
-// Like a caller who hangs up, the client is at fault, and its request
-// stays charged, count-success quotas included: the upstream may have
-// acted on the part of the body it got, and a refund would let a client
-// stall its bodies on purpose, holding a connection each time, for free.
-// Its rate-limit headers go with the 408, as with a 502 or 504.
+// The upstream gave no answer, so count-success quotas are refunded
+// (SPEC §3: callers pay only for requests that worked); the rate limits,
+// which no refund touches, keep a client that stalls its bodies on
+// purpose to its rate. The Upstream hook is not told: the time went
+// waiting on the client, not the upstream. Its rate-limit headers go
+// with the 408, as with a 502 or 504.
 func (p *Proxy) bodyTimeout(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
+	p.refund(context.WithoutCancel(r.Context()), x)
 	setHeaders(w.Header(), x)
-	p.answered(x, http.StatusRequestTimeout)
 	p.fail(w, r, http.StatusRequestTimeout, "request_timeout", "the request body did not arrive in time", err)
 }
 
