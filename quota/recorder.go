@@ -259,7 +259,7 @@ func (r *Recorder) resync(ctx context.Context) (int, error) {
 	n := 0
 	err := r.o.Source.Counters(ctx, func(values []limiter.CounterValue) error {
 		n += len(values)
-		batch := slices.DeleteFunc(values, func(v limiter.CounterValue) bool { return v.Seq <= 0 })
+		batch := slices.DeleteFunc(slices.Clone(values), func(v limiter.CounterValue) bool { return v.Seq <= 0 })
 		if len(batch) == 0 {
 			return nil
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -353,36 +354,64 @@ func TestCountersWhileSlotsMove(t *testing.T) {
 	}
 	s := redisstore.New(rdb, nil)
 	t.Cleanup(func() { s.Close() })
-	read := 0
-	err = s.Counters(ctx, func(vs []limiter.CounterValue) error {
-		if read == 0 {
-			migrateSlot(t, nodes, slot, owner, spare)
+	// walk walks the counters, calling during after the first batch.
+	walk := func(during func()) (int, error) {
+		read := 0
+		err := s.Counters(ctx, func(vs []limiter.CounterValue) error {
+			if read == 0 && during != nil {
+				during()
+			}
+			read += len(vs)
+			return nil
+		})
+		return read, err
+	}
+	atRest := func(at *clusterNode) {
+		t.Helper()
+		waitFor(t, 10*time.Second, "every node sees the slot at "+at.addr, func() bool {
+			for _, n := range nodes {
+				if slotOwner(t, n.rdb, slot) != at.addr {
+					return false
+				}
+			}
+			return true
+		}, &logBuffer{})
+		if read, err := walk(nil); err != nil || read != counters {
+			t.Errorf("a walk with the slots at rest: %v, %d counters, want all %d", err, read, counters)
 		}
-		read += len(vs)
-		return nil
-	})
-	if err == nil || !strings.Contains(err.Error(), "slots moved during the walk") {
-		t.Fatalf("a walk while a slot moved: %v after %d counters, want a failure", err, read)
+	}
+	failed := func(what string, read int, err error) {
+		t.Helper()
+		if !errors.Is(err, redisstore.ErrSlotsMoving) {
+			t.Errorf("a walk %s: %v after %d counters, want it to fail", what, err, read)
+		}
 	}
 
-	migrateSlot(t, nodes, slot, spare, owner)
-	waitFor(t, 10*time.Second, "every node sees the slot back", func() bool {
-		for _, n := range nodes {
-			if slotOwner(t, n.rdb, slot) != owner.addr {
-				return false
-			}
-		}
-		return true
-	}, &logBuffer{})
-	read = 0
-	if err := s.Counters(ctx, func(vs []limiter.CounterValue) error { read += len(vs); return nil }); err != nil || read != counters {
-		t.Errorf("a walk with the slots at rest: %v, %d counters, want all %d", err, read, counters)
-	}
+	// Keys moved, the slot not yet handed over: the slot map is as it
+	// was, and SCAN shows the keys nowhere already read.
+	read, err := walk(func() { startMigration(t, slot, owner, spare) })
+	failed("while a slot's keys moved", read, err)
+	read, err = walk(nil)
+	failed("while a slot is migrating", read, err)
+	handOver(t, nodes, slot, owner, spare)
+	atRest(spare)
+
+	// The whole move during the walk.
+	read, err = walk(func() { migrateSlot(t, nodes, slot, spare, owner) })
+	failed("while a slot moved", read, err)
+	atRest(owner)
 }
 
 // migrateSlot moves slot, with its keys, from src to dst, as
 // redis-cli --cluster reshard does.
 func migrateSlot(t *testing.T, nodes []*clusterNode, slot int64, src, dst *clusterNode) {
+	t.Helper()
+	startMigration(t, slot, src, dst)
+	handOver(t, nodes, slot, src, dst)
+}
+
+// startMigration marks slot migrating from src to dst and moves its keys.
+func startMigration(t *testing.T, slot int64, src, dst *clusterNode) {
 	t.Helper()
 	ctx := context.Background()
 	do := func(n *clusterNode, args ...any) {
@@ -401,9 +430,17 @@ func migrateSlot(t *testing.T, nodes []*clusterNode, slot int64, src, dst *clust
 		host, port, _ := net.SplitHostPort(dst.addr)
 		do(src, append([]any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}, anys(keys)...)...)
 	}
+}
+
+// handOver gives slot, migrating from src, to dst on every node.
+func handOver(t *testing.T, nodes []*clusterNode, slot int64, src, dst *clusterNode) {
+	t.Helper()
+	ctx := context.Background()
 	// dst first. src, left with no slot, turns itself into a replica of
 	// dst as soon as it learns, and a replica takes no SETSLOT: it knows.
-	do(dst, "CLUSTER", "SETSLOT", slot, "NODE", dst.id)
+	if err := dst.rdb.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dst.id).Err(); err != nil {
+		t.Fatalf("SETSLOT %d NODE on %s: %v", slot, dst.addr, err)
+	}
 	for _, n := range nodes {
 		if n == dst {
 			continue

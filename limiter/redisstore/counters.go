@@ -26,45 +26,15 @@ const scanCount = 1000
 //
 // It walks the keyspace with SCAN, so it sees every counter that exists
 // from its start to its end, and maybe some twice; one created or
-// dropped meanwhile may be missed. A cluster whose slots move during the
-// walk (a failover, a reshard) fails it: a node that answers MOVED or
-// ASK may hold counters of a master already read, or none it still
-// owns. A counter's Key is read back from its
-// Redis key, which works for Keys that carry their own hash tag, as
+// dropped meanwhile may be missed. On a cluster whose slots move or are
+// moving during the walk (a failover, a reshard) it fails: see
+// clusterCounters. A counter's Key is read back from its Redis key,
+// which works for Keys that carry their own hash tag, as
 // limiter.Limit's Keys do.
 func (s *Store) Counters(ctx context.Context, fn func([]limiter.CounterValue) error) error {
 	match := globEscape(s.prefix) + "*:p[0-9]*"
 	if c, ok := s.rdb.(*redis.ClusterClient); ok {
-		var (
-			mu      sync.Mutex
-			masters []*redis.Client
-		)
-		err := c.ForEachMaster(ctx, func(_ context.Context, m *redis.Client) error {
-			mu.Lock()
-			defer mu.Unlock()
-			masters = append(masters, m)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("redisstore: counters: %w", err)
-		}
-		before, err := slotMap(ctx, c)
-		if err != nil {
-			return err
-		}
-		// One master after the other: fn need not be safe for
-		// concurrent use.
-		for _, m := range masters {
-			if err := s.scanCounters(ctx, m, match, fn); err != nil {
-				return err
-			}
-		}
-		// A master that became a replica answers SCAN with no error;
-		// the slot map tells.
-		if after, err := slotMap(ctx, c); err != nil || after != before {
-			return errors.Join(errors.New("redisstore: counters: slots moved during the walk, read again later"), err)
-		}
-		return nil
+		return s.clusterCounters(ctx, c, match, fn)
 	}
 	node, ok := s.rdb.(redis.Cmdable)
 	if !ok {
@@ -100,7 +70,7 @@ func (s *Store) scanCounters(ctx context.Context, node redis.Cmdable, match stri
 				case moved(err):
 					// A failover or a reshard: this node's counters are
 					// elsewhere now, maybe on a master already read.
-					return fmt.Errorf("redisstore: counters: slots moved during the walk, read again later: %w", err)
+					return errors.Join(ErrSlotsMoving, err)
 				default:
 					return fmt.Errorf("redisstore: counters: %w", err)
 				}
@@ -121,22 +91,88 @@ func (s *Store) scanCounters(ctx context.Context, node redis.Cmdable, match stri
 	}
 }
 
-// slotMap returns which master serves which slots, as a string to
-// compare.
-func slotMap(ctx context.Context, c *redis.ClusterClient) (string, error) {
+// ErrSlotsMoving fails a walk of Counters on a cluster whose slots
+// moved, or were moving, while it ran: counters may have been where it
+// had already looked, or was not looking. A later walk may succeed.
+var ErrSlotsMoving = errors.New("redisstore: counters: slots moved during the walk, read again later")
+
+// clusterCounters is Counters on a cluster: every master in turn (so fn
+// need not be safe for concurrent use), with the slots at rest. Keys
+// move between masters before their slot does (a reshard MIGRATEs them,
+// then hands the slot over), and a master that became a replica answers
+// SCAN as before, so the walk fails unless the slot map is the same
+// before and after it, no slot is migrating then, and it read every
+// master the map names.
+func (s *Store) clusterCounters(ctx context.Context, c *redis.ClusterClient, match string, fn func([]limiter.CounterValue) error) error {
+	before, owners, err := slotMap(ctx, c)
+	if err != nil {
+		return err
+	}
+	var (
+		mu      sync.Mutex
+		masters []*redis.Client
+	)
+	migrating := func() error {
+		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			nodes, err := m.ClusterNodes(ctx).Result()
+			if err != nil {
+				return err
+			}
+			// A node shows its open migrations on its own line:
+			// "[slot->-id]" or "[slot-<-id]".
+			for line := range strings.Lines(nodes) {
+				if strings.Contains(line, "myself") && (strings.Contains(line, "->-") || strings.Contains(line, "-<-")) {
+					return ErrSlotsMoving
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			masters = append(masters, m)
+			return nil
+		})
+	}
+	if err := migrating(); err != nil {
+		return fmt.Errorf("redisstore: counters: %w", err)
+	}
+	for _, m := range masters {
+		delete(owners, m.Options().Addr)
+	}
+	if len(owners) > 0 {
+		return ErrSlotsMoving // the client's view lags the map's
+	}
+	for _, m := range masters {
+		if err := s.scanCounters(ctx, m, match, fn); err != nil {
+			return err
+		}
+	}
+	masters = nil
+	if err := migrating(); err != nil {
+		return fmt.Errorf("redisstore: counters: %w", err)
+	}
+	if after, _, err := slotMap(ctx, c); err != nil || after != before {
+		return errors.Join(ErrSlotsMoving, err)
+	}
+	return nil
+}
+
+// slotMap returns which master (by node id) serves which slots, as a
+// string to compare, and the masters' addresses.
+func slotMap(ctx context.Context, c *redis.ClusterClient) (string, map[string]bool, error) {
 	slots, err := c.ClusterSlots(ctx).Result()
 	if err != nil {
-		return "", fmt.Errorf("redisstore: counters: %w", err)
+		return "", nil, fmt.Errorf("redisstore: counters: %w", err)
 	}
 	var b strings.Builder
+	owners := map[string]bool{}
 	for _, sl := range slots {
 		master := ""
 		if len(sl.Nodes) > 0 {
-			master = sl.Nodes[0].Addr
+			master = sl.Nodes[0].ID
+			owners[sl.Nodes[0].Addr] = true
 		}
 		fmt.Fprintf(&b, "%d-%d %s\n", sl.Start, sl.End, master)
 	}
-	return b.String(), nil
+	return b.String(), owners, nil
 }
 
 // moved reports a cluster's answer that a key's slot is served by
