@@ -11,10 +11,10 @@ import (
 )
 
 // minBodyRate is the slowest a client may send a request body, in bytes
-// per second on average: each byte received moves the body's deadline
-// 1/minBodyRate s later (Apache mod_reqtimeout's MinRate). A client at
-// 1 KB/s may upload for ever; one that sends a byte every few seconds
-// soon runs out of time.
+// per second on average over a span (boundedBody.Read): each byte
+// received moves the body's deadline 1/minBodyRate s later (Apache
+// mod_reqtimeout's MinRate). A client at 1 KB/s may upload for ever;
+// one that sends a byte every few seconds soon runs out of time.
 const minBodyRate = 500
 
 // perByte is how much later each byte received moves the deadline.
@@ -101,7 +101,15 @@ type boundedBody struct {
 // a client that then trickles falls behind in the next.
 func (b *boundedBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
-	if b.state != bodyReading {
+	switch b.state {
+	case bodyEnded:
+		// The body is over; the server may have closed it since, and
+		// a read of a closed body fails (the transport reads once more
+		// after a body of known length, and would drop the upstream's
+		// answer on that error).
+		b.mu.Unlock()
+		return 0, io.EOF
+	case bodyFailed, bodyReleased:
 		b.mu.Unlock()
 		return b.ReadCloser.Read(p)
 	}

@@ -36,9 +36,9 @@ type Options struct {
 	Now func() time.Time
 	// UpstreamTimeout bounds the wait for the upstream's response
 	// headers; past it the caller gets 504. Zero means 30s. Bodies may
-	// stream for longer. A client gets as long to send its request
-	// body, plus a second for every 500 bytes it sends; past that it
-	// gets 408.
+	// stream for longer. A client sending its request body gets as
+	// long as grace for an average of 500 bytes a second, and may pause
+	// about as long (an eighth more at most); past that it gets 408.
 	UpstreamTimeout time.Duration
 	// Transport reaches the upstream. Nil means a transport tuned for one
 	// busy upstream.
