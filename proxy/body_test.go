@@ -182,48 +182,42 @@ func wantBodyRefused(t *testing.T, resp *http.Response, body string, err error) 
 	}
 }
 
-// TestTricklingBodyTimesOut: a byte every 100 ms (10 bytes/s, a fiftieth
-// of minBodyRate) is not a body arriving; the client fails once the
-// bytes it sent no longer pay for the time it took.
-func TestTricklingBodyTimesOut(t *testing.T) {
-	srv := newTestProxy(t, readAllBody(nil), &fakeDecider{decide: allowAll}, &Options{UpstreamTimeout: bodyTimeout, Logf: t.Logf})
-	c, br := rawConn(t, srv)
-	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: gaia\r\nContent-Length: 100000\r\n\r\n")
-	stop, done := make(chan struct{}), make(chan struct{})
-	go trickle(c, []byte("x"), 100*time.Millisecond, 100000, stop, done)
-	resp, body, err := readResponse(br)
-	close(stop)
-	<-done
-	wantBodyRefused(t, resp, body, err)
-}
-
-// TestBodyStallAfterCredit: bytes sent fast earn time at minBodyRate,
-// but no Read waits longer than the timeout: 20,000 bytes at once (40 s
-// of credit, more than hangGuard) and then nothing get a 408 soon after.
-func TestBodyStallAfterCredit(t *testing.T) {
-	srv := newTestProxy(t, readAllBody(nil), &fakeDecider{decide: allowAll}, &Options{UpstreamTimeout: bodyTimeout, Logf: t.Logf})
-	c, br := rawConn(t, srv)
-	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: gaia\r\nContent-Length: 100000\r\n\r\n")
-	c.Write(make([]byte, 20000))
-	resp, body, err := readResponse(br)
-	wantBodyRefused(t, resp, body, err)
-}
-
-// TestTrickleAfterFastStart: credit from a fast start is spent within a
-// span of the timeout: 20,000 bytes at once (40 s at minBodyRate, more
-// than hangGuard) and then a byte every 100 ms fail soon after, though
-// no Read waits as long as the timeout.
-func TestTrickleAfterFastStart(t *testing.T) {
-	srv := newTestProxy(t, readAllBody(nil), &fakeDecider{decide: allowAll}, &Options{UpstreamTimeout: bodyTimeout, Logf: t.Logf})
-	c, br := rawConn(t, srv)
-	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: gaia\r\nContent-Length: 100000\r\n\r\n")
-	c.Write(make([]byte, 20000))
-	stop, done := make(chan struct{}), make(chan struct{})
-	go trickle(c, []byte("x"), 100*time.Millisecond, 100000, stop, done)
-	resp, body, err := readResponse(br)
-	close(stop)
-	<-done
-	wantBodyRefused(t, resp, body, err)
+// TestSlowBodyRefused: bodies that do not arrive at minBodyRate get a
+// 408 (or a closed connection) soon, well before hangGuard:
+//   - a trickle: a byte every 100 ms, 10 bytes/s, a fiftieth of the rate;
+//   - a stall after credit: 20,000 bytes at once (40 s at minBodyRate,
+//     more than hangGuard), then nothing: no Read waits much longer
+//     than the timeout;
+//   - a trickle after a fast start: the same 20,000 bytes, then a byte
+//     every 100 ms: the credit is spent within a span of the timeout,
+//     though no Read waits as long as the timeout.
+func TestSlowBodyRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		head    int  // bytes sent at once
+		trickle bool // then a byte every 100 ms
+	}{
+		{"trickle", 0, true},
+		{"stall after credit", 20000, false},
+		{"trickle after a fast start", 20000, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newTestProxy(t, readAllBody(nil), &fakeDecider{decide: allowAll}, &Options{UpstreamTimeout: bodyTimeout, Logf: t.Logf})
+			c, br := rawConn(t, srv)
+			io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: gaia\r\nContent-Length: 100000\r\n\r\n")
+			c.Write(make([]byte, tc.head))
+			stop, done := make(chan struct{}), make(chan struct{})
+			if tc.trickle {
+				go trickle(c, []byte("x"), 100*time.Millisecond, 100000, stop, done)
+			} else {
+				close(done)
+			}
+			resp, body, err := readResponse(br)
+			close(stop)
+			<-done
+			wantBodyRefused(t, resp, body, err)
+		})
+	}
 }
 
 // TestBodyRate: a body that arrives in pieces over longer than the
