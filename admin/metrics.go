@@ -51,6 +51,7 @@ type Metrics struct {
 	decision  prometheus.Histogram     // seconds
 	upstream  *prometheus.HistogramVec // route; seconds
 	responses *prometheus.CounterVec   // route, code ("2xx")
+	slowBody  *prometheus.CounterVec   // route
 	reloads   [2]prometheus.Counter    // ok, refused
 	routes    atomic.Pointer[map[string]*routeMetrics]
 	handler   http.Handler
@@ -92,13 +93,17 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 			Name: "gaia_upstream_responses_total",
 			Help: "Answers to forwarded requests by route and status class; 502 and 504 when the upstream failed.",
 		}, []string{"route", "code"}),
+		slowBody: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gaia_request_body_timeouts_total",
+			Help: "Requests answered 408 because their body did not arrive in time (a client that stalled or trickled it), by route.",
+		}, []string{"route"}),
 	}
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gaia_config_reloads_total",
 		Help: "Configuration reloads by result: ok, or refused (the running config kept serving).",
 	}, []string{"result"})
 	m.reloads = [2]prometheus.Counter{reloads.WithLabelValues("ok"), reloads.WithLabelValues("refused")}
-	m.reg.MustRegister(m.requests, m.decision, m.upstream, m.responses, reloads,
+	m.reg.MustRegister(m.requests, m.decision, m.upstream, m.responses, m.slowBody, reloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	if f := o.Limiter; f != nil {
@@ -228,6 +233,13 @@ func (m *Metrics) ObserveUpstream(route string, status int, took time.Duration) 
 	if c >= 1 && c <= 5 {
 		m.responses.WithLabelValues(routeLabel(route), statusClass(c)).Inc()
 	}
+}
+
+// BodyTimedOut counts a request whose body did not arrive in time; use
+// it as proxy.Options.BodyTimedOut. Rare by nature, so not per route
+// ahead of time.
+func (m *Metrics) BodyTimedOut(route string) {
+	m.slowBody.WithLabelValues(routeLabel(route)).Inc()
 }
 
 // ConfigReloaded counts a configuration reload: ok when err is nil,

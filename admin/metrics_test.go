@@ -52,6 +52,9 @@ func TestMetrics(t *testing.T) {
 	m.ObserveUpstream("confirm", 201, 20*time.Millisecond)
 	m.ObserveUpstream("confirm", 502, time.Second)
 	m.ObserveUpstream("added-later", 404, time.Millisecond)
+	m.BodyTimedOut("confirm")
+	m.BodyTimedOut("")
+	m.BodyTimedOut("")
 	m.ConfigReloaded(nil)
 	m.ConfigReloaded(nil)
 	m.ConfigReloaded(errors.New("limits[0].rate: must be > 0"))
@@ -79,6 +82,8 @@ func TestMetrics(t *testing.T) {
 		{"gaia_upstream_responses_total", "code=2xx,route=confirm", 2},
 		{"gaia_upstream_responses_total", "code=5xx,route=confirm", 1},
 		{"gaia_upstream_responses_total", "code=4xx,route=added-later", 1},
+		{"gaia_request_body_timeouts_total", "route=confirm", 1},
+		{"gaia_request_body_timeouts_total", "route=none", 2},
 		{"gaia_config_reloads_total", "result=ok", 2},
 		{"gaia_config_reloads_total", "result=refused", 1},
 		{"gaia_redis_errors_total", "", 7},

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,8 +108,8 @@ func wantClosed(t *testing.T, br *bufio.Reader) {
 // TestStalledBodyTimesOut: a client that sends part of its body and then
 // nothing gets 408 once its time is up, and the upstream's read of the
 // body fails rather than waiting for ever. The upstream gave no answer,
-// so its count-success quota is refunded (cost 1), and the Upstream
-// hook, which times the upstream, is not told.
+// so its count-success quota is refunded (cost 1), the Upstream hook,
+// which times the upstream, is not told, and BodyTimedOut is.
 func TestStalledBodyTimesOut(t *testing.T) {
 	for _, tc := range []struct{ name, framing, sent string }{
 		{"content-length", "Content-Length: 1000\r\n", "0123456789"},
@@ -117,8 +118,10 @@ func TestStalledBodyTimesOut(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ended := make(chan error, 1)
 			var hook statusHook
+			var timedOut atomic.Int64
 			d := &fakeDecider{decide: allowAll}
-			srv := newTestProxy(t, readAllBody(ended), d, &Options{UpstreamTimeout: bodyTimeout, Upstream: hook.record, Logf: t.Logf})
+			srv := newTestProxy(t, readAllBody(ended), d, &Options{UpstreamTimeout: bodyTimeout, Upstream: hook.record,
+				BodyTimedOut: func(string) { timedOut.Add(1) }, Logf: t.Logf})
 			c, br := rawConn(t, srv)
 			io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: gaia\r\nX-Api-Key: secret-1\r\n"+tc.framing+"\r\n"+tc.sent)
 
@@ -141,6 +144,9 @@ func TestStalledBodyTimesOut(t *testing.T) {
 			}
 			if statuses := hook.seen(); len(statuses) != 0 {
 				t.Errorf("the Upstream hook saw %v, want nothing", statuses)
+			}
+			if n := timedOut.Load(); n != 1 {
+				t.Errorf("BodyTimedOut was told %d times, want once", n)
 			}
 			if n := d.refunds.Load(); n != 1 {
 				t.Errorf("refunded %d units after a body timeout, want 1", n)

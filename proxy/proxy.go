@@ -51,6 +51,9 @@ type Options struct {
 	// request (to its response headers), and with what status: 502 or
 	// 504 when it failed. Same rules as Observe.
 	Upstream func(route string, status int, took time.Duration)
+	// BodyTimedOut learns of each request answered 408 because its body
+	// did not arrive in time. Same rules as Observe.
+	BodyTimedOut func(route string)
 }
 
 // Proxy is the request path. Create it with New.
@@ -59,6 +62,7 @@ type Proxy struct {
 	decider  Decider
 	observe  func(quota.Event)
 	upstream func(route string, status int, took time.Duration)
+	slowBody func(route string)
 	logf     func(format string, args ...any)
 	quiet    *logquiet.Log // errors that repeat per request
 	now      func() time.Time
@@ -75,7 +79,7 @@ func New(up *url.URL, d Decider, s *Settings, o *Options) *Proxy {
 	if o == nil {
 		o = &Options{}
 	}
-	p := &Proxy{decider: d, observe: o.Observe, upstream: o.Upstream, logf: o.Logf, now: o.Now}
+	p := &Proxy{decider: d, observe: o.Observe, upstream: o.Upstream, slowBody: o.BodyTimedOut, logf: o.Logf, now: o.Now}
 	if p.logf == nil {
 		p.logf = log.Printf
 	}
@@ -377,10 +381,17 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 // The upstream gave no answer, so count-success quotas are refunded
 // (SPEC §3: callers pay only for requests that worked); the rate limits,
 // which no refund touches, keep a client that stalls its bodies on
-// purpose to its rate. The Upstream hook is not told: the time went
-// waiting on the client, not the upstream. Its rate-limit headers go
+// purpose to its rate. The Upstream hook is not told (the time went
+// waiting on the client, not the upstream); BodyTimedOut is. Its rate-limit headers go
 // with the 408, as with a 502 or 504.
 func (p *Proxy) bodyTimeout(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
+	if p.slowBody != nil {
+		route := ""
+		if x.route != nil {
+			route = x.route.Name
+		}
+		p.slowBody(route)
+	}
 	p.refund(context.WithoutCancel(r.Context()), x)
 	setHeaders(w.Header(), x)
 	p.fail(w, r, http.StatusRequestTimeout, "request_timeout", "the request body did not arrive in time", err)

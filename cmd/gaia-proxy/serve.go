@@ -162,7 +162,8 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 			metrics.Observe(e)
 			adm.Publish(e)
 		},
-		Upstream: metrics.ObserveUpstream,
+		Upstream:     metrics.ObserveUpstream,
+		BodyTimedOut: metrics.BodyTimedOut,
 	})
 	pol.proxy = px
 
