@@ -7,16 +7,18 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 // TestCounters: Counters returns every quota counter the store holds,
-// with the usage and seq its decisions reported, on one Redis and on a
-// cluster (whose subjects spread over its masters); rate windows, the
+// with the usage and seq its decisions reported, on one Redis, on a
+// cluster (whose subjects spread over its masters) and behind a Sentinel; rate windows, the
 // markers of refunds and other keys are not counters.
 func TestCounters(t *testing.T) {
-	for _, b := range []backend{{name: "redis", rdb: backends[0].rdb}, backends[1]} {
+	sentinel := backend{name: "sentinel", rdb: func(t *testing.T) rediser { return testenv.RedisFailover(t) }}
+	for _, b := range []backend{{name: "redis", rdb: backends[0].rdb}, backends[1], sentinel} {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			s := b.newStore(t, nil, nil)
