@@ -2,6 +2,8 @@ package quota
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"sync"
@@ -33,8 +35,24 @@ type RecorderOptions struct {
 	// a process was killed before its flush or this one's buffer
 	// overflowed, to the ledger even when its subject sends nothing
 	// more. The values are versioned, so a write of one the ledger has,
-	// or has newer, changes nothing.
+	// or has newer, changes nothing. A Source that is also a
+	// Heartbeater learns of processes that stopped without writing
+	// everything (HeartbeatInterval), and Run resyncs after them too.
 	Source CounterSource
+	// HeartbeatInterval is how often Run tells a Heartbeater Source
+	// that this process is alive; a process silent for three intervals
+	// is taken for dead. Zero means 10s.
+	HeartbeatInterval time.Duration
+}
+
+// Heartbeater keeps track of the processes sharing a hot path
+// (limiter/redisstore's Store): Heartbeat says that the process named id
+// is alive, and claims those silent for longer than stale, each claimed
+// by one caller only; Leave says that id stopped after writing
+// everything to the ledger.
+type Heartbeater interface {
+	Heartbeat(ctx context.Context, id string, stale time.Duration) (int, error)
+	Leave(ctx context.Context, id string) error
 }
 
 // CounterSource lists the quota counters a hot path holds, a batch at a
@@ -81,6 +99,8 @@ type Recorder struct {
 	f        flushing
 	resynced bool   // a resync from Source succeeded
 	covered  uint64 // f.dropped when the last successful resync began
+	id       string // this process, to a Heartbeater
+	deaths   int    // processes found dead, and so resyncs owed
 }
 
 var _ limiter.Ledger = (*Recorder)(nil)
@@ -94,6 +114,12 @@ func NewRecorder(store Store, o *RecorderOptions) *Recorder {
 	if r.o.MaxPending <= 0 {
 		r.o.MaxPending = 100000
 	}
+	if r.o.HeartbeatInterval <= 0 {
+		r.o.HeartbeatInterval = 10 * time.Second
+	}
+	var id [8]byte
+	rand.Read(id[:])
+	r.id = hex.EncodeToString(id[:])
 	r.f = newFlushing(flushText{what: "quota ledger", pending: "usage", held: "counters", drops: "usage updates"}, r.o.FlushInterval, r.o.WriteTimeout, r.o.Logf, r.o.Now)
 	return r
 }
@@ -204,22 +230,47 @@ const maxResyncWait = time.Minute
 // load on a ledger already behind.
 const resyncGap = time.Minute
 
-// resyncs resyncs from Source whenever one is owed (at start, and after
-// dropped updates), the ledger takes writes and resyncGap has passed
-// since the last, until ctx is done. A resync that fails while the
-// ledger takes writes is tried again at growing intervals, up to
+// resyncs resyncs from Source whenever one is owed (at start, after
+// dropped updates, and after other processes were found dead) and the
+// ledger takes writes, until ctx is done; resyncs owed to drops only
+// once resyncGap has passed since the last. A resync that fails while
+// the ledger takes writes is tried again at growing intervals, up to
 // maxResyncWait; meanwhile the ledger's state is looked at every
-// FlushInterval.
+// FlushInterval. With a Heartbeater Source it beats every
+// HeartbeatInterval, whatever else happens, and claims the processes
+// silent for three. (A process that claims one and dies before its
+// resync leaves that one to the next process's resync at start.)
 func (r *Recorder) resyncs(ctx context.Context) {
 	backoff, failing := r.f.every, false
-	var last time.Time // when the last successful resync began
+	var last time.Time    // when the last successful resync began
+	var retryAt time.Time // no attempt before, after a failure
+	hb, _ := r.o.Source.(Heartbeater)
+	var beat time.Time // when this process last told hb it is alive
 	for {
-		wait := r.f.every
+		wait := min(r.f.every, r.o.HeartbeatInterval)
+		if hb != nil && time.Since(beat) >= r.o.HeartbeatInterval {
+			beat = time.Now()
+			if n, err := hb.Heartbeat(ctx, r.id, 3*r.o.HeartbeatInterval); err == nil && n > 0 {
+				r.f.logf("quota ledger: %d other processes stopped without writing all their usage; resyncing from the hot path", n)
+				r.mu.Lock()
+				r.deaths += n
+				r.mu.Unlock()
+			}
+		}
 		r.mu.Lock()
-		owed, dropped := !r.resynced || r.f.dropped != r.covered, r.f.dropped
-		ready := !r.f.failed && !r.f.full && (!r.resynced || r.f.now().Sub(last) >= resyncGap)
+		dropsOwed, deaths := r.f.dropped != r.covered, r.deaths
+		dropped := r.f.dropped
+		owed := !r.resynced || dropsOwed || deaths > 0
+		// The gap holds back only resyncs owed to drops, which come in
+		// floods; a process dies rarely.
+		ready := !r.f.failed && !r.f.full && (!r.resynced || deaths > 0 || r.f.now().Sub(last) >= resyncGap) &&
+			!time.Now().Before(retryAt)
 		why := "at start"
-		if r.resynced {
+		switch {
+		case !r.resynced:
+		case deaths > 0:
+			why = "after processes stopped"
+		default:
 			why = "after dropped usage updates"
 		}
 		r.mu.Unlock()
@@ -233,10 +284,11 @@ func (r *Recorder) resyncs(ctx context.Context) {
 				if !failing {
 					r.f.logf("quota ledger: resync from the hot path %s failed, retrying: %v", why, err)
 				}
-				failing, wait, backoff = true, backoff, min(2*backoff, maxResyncWait)
+				failing, retryAt, backoff = true, time.Now().Add(backoff), min(2*backoff, maxResyncWait)
 			default:
 				r.mu.Lock()
 				r.resynced, r.covered = true, dropped
+				r.deaths -= deaths
 				r.mu.Unlock()
 				r.f.logf("quota ledger: resynced from the hot path %s: %d counters read", why, n)
 				failing, backoff, last = false, r.f.every, began
@@ -266,6 +318,16 @@ func (r *Recorder) resync(ctx context.Context) (int, error) {
 		return r.f.bounded(ctx, func(ctx context.Context) error { return r.store.Write(ctx, batch) })
 	})
 	return n, err
+}
+
+// Leave tells a Heartbeater Source that this process stops with
+// everything written, so that no other process resyncs after it. Call
+// it after the last Flush, and only when that succeeded.
+func (r *Recorder) Leave(ctx context.Context) error {
+	if hb, ok := r.o.Source.(Heartbeater); ok {
+		return hb.Leave(ctx, r.id)
+	}
+	return nil
 }
 
 // Flush writes everything pending now in one Write. On error the values

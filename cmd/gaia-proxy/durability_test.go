@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/gaia-proxy/gaia-proxy/internal/relay"
 	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
+	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/limiter/redisstore"
 	"github.com/gaia-proxy/gaia-proxy/migrations"
 	"github.com/gaia-proxy/gaia-proxy/quota"
@@ -272,6 +274,87 @@ func TestKilledProcessResynced(t *testing.T) {
 	waitFor(t, 10*time.Second, "a log line about the resync", func() bool {
 		return strings.Contains(p.logs.String(), "resynced from the hot path at start: 1 counters read")
 	}, p.logs)
+
+	// Stopped cleanly, after its last flush, the second process takes its
+	// heartbeat away; the killed one's stays until a replica claims it.
+	conf, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := regexp.MustCompile(`key_prefix: "([^"]*)"`).FindSubmatch(conf)[1]
+	heartbeats := func() int64 {
+		return testenv.Redis(t).HLen(context.Background(), string(prefix)+"{replicas}").Val()
+	}
+	if n := heartbeats(); n != 2 {
+		t.Fatalf("%d heartbeats while one process runs and one was killed, want 2", n)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-p.done; err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs)
+	}
+	if n := heartbeats(); n != 1 {
+		t.Errorf("%d heartbeats after a clean exit, want 1 (the killed process's)", n)
+	}
+}
+
+// TestDeadReplicaResynced: replicas on one Redis and one ledger watch
+// each other's heartbeats. One that stops without writing its usage (a
+// kill: its Run ends, no Leave) is claimed by another, which resyncs the
+// ledger from Redis while running, without a restart; one that leaves
+// after its last flush is not.
+func TestDeadReplicaResynced(t *testing.T) {
+	rdb := testenv.Redis(t)
+	pool, err := pgxpool.New(context.Background(), testenv.Schema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := migrations.Apply(context.Background(), pool); err != nil {
+		t.Fatal(err)
+	}
+	led := pgstore.New(pool)
+	prefix := testenv.Prefix(t)
+	rs := redisstore.New(rdb, &redisstore.Options{Prefix: prefix})
+	t.Cleanup(func() { rs.Close() })
+	start := func(name string) (*quota.Recorder, *logBuffer, context.CancelFunc) {
+		logs := &logBuffer{}
+		rec := quota.NewRecorder(led, &quota.RecorderOptions{Source: rs, FlushInterval: time.Hour, HeartbeatInterval: 20 * time.Millisecond,
+			Logf: func(format string, args ...any) { logs.logf(name+": "+format, args...) }})
+		ctx, cancel := context.WithCancel(context.Background())
+		stopped := make(chan struct{})
+		go func() { rec.Run(ctx); close(stopped) }()
+		stop := func() { cancel(); <-stopped }
+		t.Cleanup(stop)
+		waitFor(t, 10*time.Second, name+" resynced at start", func() bool {
+			return strings.Contains(logs.String(), "resynced from the hot path at start")
+		}, logs)
+		return rec, logs, stop
+	}
+	// A replica that leaves cleanly is nobody's business.
+	clean, _, stopClean := start("clean")
+	stopClean()
+	if err := clean.Leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, logs, _ := start("survivor")
+	// A replica charges a counter in Redis and is killed before its
+	// flush: its heartbeat stops, and no Leave comes.
+	_, _, kill := start("killed")
+	day := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	c := limiter.Counter{Key: "{user:u}user:u/qdaily", Start: day}
+	key := fmt.Sprintf("%s%s:p%d", prefix, c.Key, day.Unix())
+	if err := rdb.Set(context.Background(), key, counterBytes(7, 7, day.AddDate(0, 0, 1)), time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	kill()
+
+	waitFor(t, 10*time.Second, "the dead replica's usage in the ledger", func() bool {
+		vs, err := led.Load(context.Background(), []limiter.Counter{c})
+		return err == nil && vs[0].Used == 7
+	}, logs)
+	if n := strings.Count(logs.String(), "1 other processes stopped without writing all their usage"); n != 1 {
+		t.Errorf("the survivor claimed a dead process %d times, want once (the killed one, not the one that left):\n%s", n, logs)
+	}
 }
 
 // counterBytes is a quota counter as Redis holds it (redisstore's

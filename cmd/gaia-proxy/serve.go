@@ -243,6 +243,10 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	if err := errors.Join(recorder.Flush(fctx), journal.Flush(fctx)); err != nil {
 		return errors.Join(runErr, fmt.Errorf("flush usage at shutdown: %w", err))
 	}
+	// Everything is written: no other replica need resync after this one.
+	if err := recorder.Leave(fctx); err != nil {
+		logf("shutdown: %v", err)
+	}
 	logf("shutdown complete: quota usage flushed")
 	return runErr
 }

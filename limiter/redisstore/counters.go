@@ -234,3 +234,54 @@ func globEscape(s string) string {
 	}
 	return b.String()
 }
+
+// heartbeatScript records replica ARGV[1] alive at the Redis clock (ms)
+// in hash KEYS[1], and removes the replicas whose last heartbeat is more
+// than ARGV[2] ms old, returning how many: each is removed by exactly
+// one call. The hash expires ARGV[3] ms after the last heartbeat, so it
+// does not outlive every replica for long.
+const heartbeatScript = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stale, claimed = tonumber(ARGV[2]), 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] and now - tonumber(all[i + 1]) > stale then
+    redis.call('HDEL', KEYS[1], all[i])
+    claimed = claimed + 1
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], now)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return claimed
+`
+
+// replicasTTL is how long the heartbeats of replicas outlive the last
+// one; then a new replica's own resync at start covers what they left.
+const replicasTTL = 24 * time.Hour
+
+// replicasKey is the hash of the replicas' heartbeats, in one slot.
+func (s *Store) replicasKey() string { return s.prefix + "{replicas}" }
+
+// Heartbeat records that the process named id is alive, by the Redis
+// clock, and claims the processes whose last heartbeat is older than
+// stale: they stopped without Leave, so what they had not written to
+// the ledger is only in Redis. Each is claimed by exactly one caller,
+// which returns how many it claimed (quota.Recorder then resyncs).
+func (s *Store) Heartbeat(ctx context.Context, id string, stale time.Duration) (int, error) {
+	n, err := s.rdb.Eval(ctx, heartbeatScript, []string{s.replicasKey()}, id, stale.Milliseconds(), replicasTTL.Milliseconds()).Int()
+	if err != nil {
+		return 0, fmt.Errorf("redisstore: heartbeat: %w", err)
+	}
+	return n, nil
+}
+
+// Leave removes the heartbeat of the process named id: it stopped after
+// writing everything to the ledger, and nobody need resync for it.
+func (s *Store) Leave(ctx context.Context, id string) error {
+	err := s.rdb.Eval(ctx, "return redis.call('HDEL', KEYS[1], ARGV[1])", []string{s.replicasKey()}, id).Err()
+	if err != nil {
+		return fmt.Errorf("redisstore: leave: %w", err)
+	}
+	return nil
+}

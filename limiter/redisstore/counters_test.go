@@ -2,6 +2,9 @@ package redisstore
 
 import (
 	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,5 +112,46 @@ func TestCounterOf(t *testing.T) {
 		if c, ok := s.counterOf(k); ok {
 			t.Errorf("counterOf(%q) = %+v, want no counter", k, c)
 		}
+	}
+}
+
+// TestHeartbeat: a process silent for longer than stale is claimed by
+// exactly one of the callers that find it; one that left is claimed by
+// none, nor is one that beat since. (The heartbeats are written by hand,
+// at 1970 and at a year from now, so that no timing matters.)
+func TestHeartbeat(t *testing.T) {
+	s := backends[0].newStore(t, nil, nil)
+	ctx := t.Context()
+	rdb := s.rdb.(redis.Cmdable)
+	now := time.Now().UnixMilli()
+	err := rdb.HSet(ctx, s.replicasKey(), "dies", 0, "leaves", 0, "lives", now+365*24*3600*1000).Err()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Leave(ctx, "leaves"); err != nil {
+		t.Fatal(err)
+	}
+	var claimed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			n, err := s.Heartbeat(ctx, fmt.Sprint("claimer", i), time.Minute)
+			if err != nil {
+				t.Error(err)
+			}
+			claimed.Add(int64(n))
+		})
+	}
+	wg.Wait()
+	if n := claimed.Load(); n != 1 {
+		t.Errorf("8 callers claimed %d processes in all, want 1: the one that died", n)
+	}
+	left, err := rdb.HKeys(ctx, s.replicasKey()).Result()
+	slices.Sort(left)
+	if want := []string{"claimer0", "claimer1", "claimer2", "claimer3", "claimer4", "claimer5", "claimer6", "claimer7", "lives"}; err != nil || !slices.Equal(left, want) {
+		t.Errorf("heartbeats left: %q, %v; want %q", left, err, want)
+	}
+	if ttl := rdb.PTTL(ctx, s.replicasKey()).Val(); ttl <= 0 || ttl > replicasTTL {
+		t.Errorf("the heartbeats' TTL is %v, want at most %v", ttl, replicasTTL)
 	}
 }
