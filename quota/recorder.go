@@ -217,8 +217,33 @@ func (r *Recorder) Run(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { r.resyncs(ctx) })
+	if hb, ok := r.o.Source.(Heartbeater); ok {
+		wg.Go(func() { r.beats(ctx, hb) })
+	}
 	r.f.run(ctx, r.Flush)
 	wg.Wait()
+}
+
+// beats tells hb every HeartbeatInterval that this process is alive, and
+// owes a resync for each process it claims, until ctx is done. It runs
+// apart from resyncs, so that a long resync does not silence it.
+func (r *Recorder) beats(ctx context.Context, hb Heartbeater) {
+	tick := time.NewTicker(r.o.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		n, err := hb.Heartbeat(ctx, r.id, 3*r.o.HeartbeatInterval)
+		if err == nil && n > 0 {
+			r.f.logf("quota ledger: %d other processes stopped without writing all their usage; resyncing from the hot path", n)
+			r.mu.Lock()
+			r.deaths += n
+			r.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // maxResyncWait is the longest wait between attempts at a resync that
@@ -236,27 +261,15 @@ const resyncGap = time.Minute
 // once resyncGap has passed since the last. A resync that fails while
 // the ledger takes writes is tried again at growing intervals, up to
 // maxResyncWait; meanwhile the ledger's state is looked at every
-// FlushInterval. With a Heartbeater Source it beats every
-// HeartbeatInterval, whatever else happens, and claims the processes
-// silent for three. (A process that claims one and dies before its
-// resync leaves that one to the next process's resync at start.)
+// FlushInterval, and deaths (which beats counts) every HeartbeatInterval.
+// (A process that claims a dead one and dies before its resync leaves
+// that one to the next process's resync at start.)
 func (r *Recorder) resyncs(ctx context.Context) {
 	backoff, failing := r.f.every, false
 	var last time.Time    // when the last successful resync began
 	var retryAt time.Time // no attempt before, after a failure
-	hb, _ := r.o.Source.(Heartbeater)
-	var beat time.Time // when this process last told hb it is alive
 	for {
 		wait := min(r.f.every, r.o.HeartbeatInterval)
-		if hb != nil && time.Since(beat) >= r.o.HeartbeatInterval {
-			beat = time.Now()
-			if n, err := hb.Heartbeat(ctx, r.id, 3*r.o.HeartbeatInterval); err == nil && n > 0 {
-				r.f.logf("quota ledger: %d other processes stopped without writing all their usage; resyncing from the hot path", n)
-				r.mu.Lock()
-				r.deaths += n
-				r.mu.Unlock()
-			}
-		}
 		r.mu.Lock()
 		dropsOwed, deaths := r.f.dropped != r.covered, r.deaths
 		dropped := r.f.dropped
