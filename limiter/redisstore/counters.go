@@ -63,11 +63,13 @@ func (s *Store) scanCounters(ctx context.Context, node redis.Cmdable, match stri
 			batch := make([]limiter.CounterValue, 0, len(keys))
 			for i, k := range keys {
 				v, err := gets[i].Result()
+				_, movedTo := redis.IsMovedError(err)
+				_, asked := redis.IsAskError(err)
 				switch {
 				case err == nil:
 				case errors.Is(err, redis.Nil):
 					continue // gone since the scan
-				case moved(err):
+				case movedTo || asked:
 					// A failover or a reshard: this node's counters are
 					// elsewhere now, maybe on a master already read.
 					return errors.Join(ErrSlotsMoving, err)
@@ -108,31 +110,9 @@ func (s *Store) clusterCounters(ctx context.Context, c *redis.ClusterClient, mat
 	if err != nil {
 		return err
 	}
-	var (
-		mu      sync.Mutex
-		masters []*redis.Client
-	)
-	migrating := func() error {
-		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-			nodes, err := m.ClusterNodes(ctx).Result()
-			if err != nil {
-				return err
-			}
-			// A node shows its open migrations on its own line:
-			// "[slot->-id]" or "[slot-<-id]".
-			for line := range strings.Lines(nodes) {
-				if strings.Contains(line, "myself") && (strings.Contains(line, "->-") || strings.Contains(line, "-<-")) {
-					return ErrSlotsMoving
-				}
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			masters = append(masters, m)
-			return nil
-		})
-	}
-	if err := migrating(); err != nil {
-		return fmt.Errorf("redisstore: counters: %w", err)
+	masters, err := mastersAtRest(ctx, c)
+	if err != nil {
+		return err
 	}
 	for _, m := range masters {
 		delete(owners, m.Options().Addr)
@@ -145,14 +125,43 @@ func (s *Store) clusterCounters(ctx context.Context, c *redis.ClusterClient, mat
 			return err
 		}
 	}
-	masters = nil
-	if err := migrating(); err != nil {
-		return fmt.Errorf("redisstore: counters: %w", err)
+	if _, err := mastersAtRest(ctx, c); err != nil {
+		return err
 	}
 	if after, _, err := slotMap(ctx, c); err != nil || after != before {
 		return errors.Join(ErrSlotsMoving, err)
 	}
 	return nil
+}
+
+// mastersAtRest returns the cluster's masters, or ErrSlotsMoving when one
+// of them has a slot migrating to or from it.
+func mastersAtRest(ctx context.Context, c *redis.ClusterClient) ([]*redis.Client, error) {
+	var (
+		mu      sync.Mutex
+		masters []*redis.Client
+	)
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		nodes, err := m.ClusterNodes(ctx).Result()
+		if err != nil {
+			return err
+		}
+		// A node shows its open migrations on its own line:
+		// "[slot->-id]" or "[slot-<-id]".
+		for line := range strings.Lines(nodes) {
+			if strings.Contains(line, "myself") && (strings.Contains(line, "->-") || strings.Contains(line, "-<-")) {
+				return ErrSlotsMoving
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		masters = append(masters, m)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: counters: %w", err)
+	}
+	return masters, nil
 }
 
 // slotMap returns which master (by node id) serves which slots, as a
@@ -173,13 +182,6 @@ func slotMap(ctx context.Context, c *redis.ClusterClient) (string, map[string]bo
 		fmt.Fprintf(&b, "%d-%d %s\n", sl.Start, sl.End, master)
 	}
 	return b.String(), owners, nil
-}
-
-// moved reports a cluster's answer that a key's slot is served by
-// another node now.
-func moved(err error) bool {
-	msg := err.Error()
-	return strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
 }
 
 // counterValue reads the quota counter stored under Redis key k with
