@@ -52,10 +52,11 @@ const perByte = time.Second / minBodyRate
 // would have its client answered 408.
 func (p *Proxy) boundBody(w http.ResponseWriter, r *http.Request) *boundedBody {
 	deadline := time.Now().Add(p.timeout) // the network's clock, not p.now
-	if http.NewResponseController(w).SetReadDeadline(deadline) != nil {
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(deadline) != nil {
 		return nil
 	}
-	b := &boundedBody{ReadCloser: r.Body, w: w, timeout: p.timeout, deadline: deadline, set: deadline}
+	b := &boundedBody{ReadCloser: r.Body, rc: rc, timeout: p.timeout, deadline: deadline, set: deadline}
 	r.Body = b
 	return b
 }
@@ -78,7 +79,7 @@ const (
 // answered before reading the whole body.
 type boundedBody struct {
 	io.ReadCloser
-	w       http.ResponseWriter
+	rc      *http.ResponseController // sets the connection's deadline
 	timeout time.Duration
 
 	mu       sync.Mutex // Read, release and timedOut run on different goroutines
@@ -163,9 +164,7 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *boundedBody) setDeadline(t time.Time) {
-	http.NewResponseController(b.w).SetReadDeadline(t)
-}
+func (b *boundedBody) setDeadline(t time.Time) { b.rc.SetReadDeadline(t) }
 
 // release ends b's hold on the connection's deadline, when the handler
 // returns or the connection is about to be hijacked (101), and gives

@@ -97,13 +97,11 @@ func event(r *http.Request, x *exchange) quota.Event {
 		Plan:    x.subject.Plan,
 		Method:  r.Method,
 		Path:    r.URL.Path,
+		Route:   x.routeName(),
 		Outcome: quota.Allowed,
 	}
 	if len(e.Path) > maxEventPath {
 		e.Path = e.Path[:maxEventPath]
-	}
-	if x.route != nil {
-		e.Route = x.route.Name
 	}
 	s := x.decision.Refused()
 	if s != nil {

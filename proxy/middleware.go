@@ -44,6 +44,14 @@ type exchange struct {
 	body *boundedBody
 }
 
+// routeName is the name of the request's route, "" when none matched.
+func (x *exchange) routeName() string {
+	if x.route == nil {
+		return ""
+	}
+	return x.route.Name
+}
+
 type exchangeKey struct{}
 
 func withExchange(r *http.Request, x *exchange) *http.Request {

@@ -332,11 +332,7 @@ func (p *Proxy) answered(x *exchange, status int) {
 	if p.upstream == nil {
 		return
 	}
-	route := ""
-	if x.route != nil {
-		route = x.route.Name
-	}
-	p.upstream(route, status, time.Since(x.forwarded))
+	p.upstream(x.routeName(), status, time.Since(x.forwarded))
 }
 
 // upstreamError answers 502 or 504 when the upstream cannot be reached
@@ -386,11 +382,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 // with the 408, as with a 502 or 504.
 func (p *Proxy) bodyTimeout(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
 	if p.slowBody != nil {
-		route := ""
-		if x.route != nil {
-			route = x.route.Name
-		}
-		p.slowBody(route)
+		p.slowBody(x.routeName())
 	}
 	p.refund(context.WithoutCancel(r.Context()), x)
 	setHeaders(w.Header(), x)
