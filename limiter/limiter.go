@@ -358,13 +358,13 @@ func (l *Limiter) Refund(ctx context.Context, d *Decision, cost int64) error {
 	var refunded []Limit
 	for i := range d.Statuses {
 		s := &d.Statuses[i]
-		switch s.refund(cost) {
-		case 0:
+		switch {
+		case s.refund(cost) == 0:
 			continue
-		case cost:
-			byCost = append(byCost, s.Counter)
-		default:
+		case s.Limit.PerRequest:
 			byRequest = append(byRequest, s.Counter)
+		default:
+			byCost = append(byCost, s.Counter)
 		}
 		refunded = append(refunded, s.Limit)
 	}
