@@ -18,21 +18,17 @@ import (
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/limiter/memstore"
 	"github.com/gaia-proxy/gaia-proxy/limiter/redisstore"
-	"github.com/gaia-proxy/gaia-proxy/quota"
 	"github.com/redis/go-redis/v9"
 )
 
 // hotPath is the limiter's store: Redis, shared by replicas, with the
 // in-process store as its fallback; or the in-process store alone.
 type hotPath struct {
-	mode  string                // "redis", "redis-cluster", "redis-sentinel" or "in-process"
-	rdb   redis.UniversalClient // nil in-process
-	store limiter.Store
-	// counters lists the quota counters Redis holds, for the ledger to
-	// catch up with usage a killed replica did not write; nil in-process.
-	counters quota.CounterSource
-	options  limiter.Options // all but Ledger and Logf
-	close    func()
+	mode    string                // "redis", "redis-cluster", "redis-sentinel" or "in-process"
+	rdb     redis.UniversalClient // nil in-process
+	store   limiter.Store
+	options limiter.Options // all but Ledger and Logf
+	close   func()
 	// roundTrips reads the Redis store's batching counters; nil in-process.
 	roundTrips func() admin.RoundTrips
 }
@@ -69,10 +65,9 @@ func openHotPath(ctx context.Context, cfg config.Redis, logf func(string, ...any
 		}
 	}
 	h := &hotPath{
-		mode:     kind,
-		rdb:      rdb,
-		store:    rs,
-		counters: rs,
+		mode:  kind,
+		rdb:   rdb,
+		store: rs,
 		options: limiter.Options{
 			Name:         "redis",
 			FailureMode:  mode,

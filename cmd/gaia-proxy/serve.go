@@ -134,7 +134,10 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 		return err
 	}
 	defer hot.close()
-	recorder := quota.NewRecorder(led.usage, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf, Source: hot.counters})
+	// On Redis, the ledger catches up with what Redis holds (a replica
+	// killed before its flush): the store lists its counters.
+	counters, _ := hot.store.(quota.CounterSource)
+	recorder := quota.NewRecorder(led.usage, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf, Source: counters})
 	// Roll-ups are rewritten whole at each flush (absolute counts per
 	// subject and minute), so they go less often than quota usage: the
 	// live stream shows violations at once, analytics can wait seconds.
@@ -240,12 +243,15 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	// the shutdown timeout, and usage must still land (SPEC: exit within 10 s).
 	fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer fcancel()
-	if err := errors.Join(recorder.Flush(fctx), journal.Flush(fctx)); err != nil {
-		return errors.Join(runErr, fmt.Errorf("flush usage at shutdown: %w", err))
+	usageErr := recorder.Flush(fctx)
+	if usageErr == nil {
+		// The usage is written: no other replica need resync after this one.
+		if err := recorder.Leave(fctx); err != nil {
+			logf("shutdown: %v", err)
+		}
 	}
-	// Everything is written: no other replica need resync after this one.
-	if err := recorder.Leave(fctx); err != nil {
-		logf("shutdown: %v", err)
+	if err := errors.Join(usageErr, journal.Flush(fctx)); err != nil {
+		return errors.Join(runErr, fmt.Errorf("flush usage at shutdown: %w", err))
 	}
 	logf("shutdown complete: quota usage flushed")
 	return runErr
