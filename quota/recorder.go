@@ -265,9 +265,9 @@ const resyncGap = time.Minute
 // (A process that claims a dead one and dies before its resync leaves
 // that one to the next process's resync at start.)
 func (r *Recorder) resyncs(ctx context.Context) {
-	backoff, failing := r.f.every, false
+	backoff := r.f.every
 	var last time.Time    // when the last successful resync began
-	var retryAt time.Time // no attempt before, after a failure
+	var retryAt time.Time // after a failure, no attempt before; zero otherwise
 	for {
 		wait := min(r.f.every, r.o.HeartbeatInterval)
 		r.mu.Lock()
@@ -294,17 +294,17 @@ func (r *Recorder) resyncs(ctx context.Context) {
 			case ctx.Err() != nil:
 				return
 			case err != nil:
-				if !failing {
+				if retryAt.IsZero() {
 					r.f.logf("quota ledger: resync from the hot path %s failed, retrying: %v", why, err)
 				}
-				failing, retryAt, backoff = true, time.Now().Add(backoff), min(2*backoff, maxResyncWait)
+				retryAt, backoff = time.Now().Add(backoff), min(2*backoff, maxResyncWait)
 			default:
 				r.mu.Lock()
 				r.resynced, r.covered = true, dropped
 				r.deaths -= deaths
 				r.mu.Unlock()
 				r.f.logf("quota ledger: resynced from the hot path %s: %d counters read", why, n)
-				failing, backoff, last = false, r.f.every, began
+				retryAt, backoff, last = time.Time{}, r.f.every, began
 			}
 		}
 		select {
