@@ -8,6 +8,7 @@
 #   BACKEND=redis bench/load.sh            # gaia-proxy on Redis (a redis-server of its own)
 #   BACKEND=redis PIN=1 bench/load.sh      # proxies + Redis on CPU 0, wrk + upstream on CPU 1
 #   DATABASE_URL=postgres://... BACKEND=redis bench/load.sh   # + PostgreSQL ledger, reports its lag
+#   BACKEND=redis REDIS_SOCKET=1 bench/load.sh   # both Redis clients on a unix socket
 #   DURATION=20s ROUNDS=5 CONNS=64 bench/load.sh
 #
 # Prints, per proxy: requests/s, p99, CPU time per request (the proxy's,
@@ -54,10 +55,15 @@ targets=(bare gaia)
 redis_pid=""
 env=(GAIA_DATABASE_URL="${DATABASE_URL:-}")
 if [ "$BACKEND" = redis ]; then
-  "${proxy_cpu[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --logfile "$out/redis.log" & redis_pid=$!; pids+=($redis_pid)
+  redis_url="redis://127.0.0.1:$REDIS_PORT/0" socket=()
+  if [ "${REDIS_SOCKET:-0}" = 1 ]; then
+    socket=(--unixsocket "$PWD/$out/redis.sock" --unixsocketperm 700)
+    redis_url="unix://$PWD/$out/redis.sock?db=0"
+  fi
+  "${proxy_cpu[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 "${socket[@]}" --save "" --appendonly no --logfile "$out/redis.log" & redis_pid=$!; pids+=($redis_pid)
   for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  env+=(GAIA_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0")
-  "${proxy_cpu[@]}" "$out/benchserver" redisrate -listen "$RR" -upstream "http://$UP" -redis "redis://127.0.0.1:$REDIS_PORT/0" & rr_pid=$!; pids+=($rr_pid)
+  env+=(GAIA_REDIS_URL="$redis_url")
+  "${proxy_cpu[@]}" "$out/benchserver" redisrate -listen "$RR" -upstream "http://$UP" -redis "$redis_url" & rr_pid=$!; pids+=($rr_pid)
   targets+=(redisrate)
 fi
 migrate=()
@@ -126,7 +132,7 @@ done
 
 med() { tr ' ' '\n' <<<"$1" | grep . | median; }
 echo
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds, medians; backend $BACKEND, pinned $PIN, config $CONFIG"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds, medians; backend $BACKEND${REDIS_SOCKET:+ (unix socket: $REDIS_SOCKET)}, pinned $PIN, config $CONFIG"
 printf '%-28s %12s %10s %14s %10s %10s\n' "" "requests/s" "p99 ms" "CPU us/req" "x rps" "x CPU"
 br=$(med "${rps[bare]}") bc=$(med "${cpu[bare]}")
 for t in "${targets[@]}"; do

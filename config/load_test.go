@@ -144,8 +144,10 @@ redis: {url: "redis://file:6379"}
 		{name: "flags only", noFile: true, flags: map[string]any{"upstream": "http://flag:9000"}, get: func(c *Config) any { return c.Upstream }, want: "http://flag:9000"},
 		{name: "bad env value", env: []string{"GAIA_REDIS_TIMEOUT=fast"}, wantErrs: []string{`redis.timeout: invalid duration "fast" (from GAIA_REDIS_TIMEOUT)`}},
 		{name: "bad env value, secret", env: []string{"GAIA_REDIS_TIMEOUT=redis://:s3cret@redis.internal:6379"}, wantErrs: []string{`redis.timeout: invalid duration "redis://xxxxx@redis.internal:6379" (from GAIA_REDIS_TIMEOUT)`}},
-		{name: "bad URL, secret in the query", env: []string{"GAIA_REDIS_URL=http://redis.internal:6379/0?password=s3cret"}, wantErrs: []string{`redis.url: must be a redis:// or rediss:// URL with a host, got "http://redis.internal:6379/0?xxxxx"`}},
-		{name: "bad URL, secret as the user", env: []string{"GAIA_REDIS_URL=http://s3cret@redis.internal:6379"}, wantErrs: []string{`redis.url: must be a redis:// or rediss:// URL with a host, got "http://xxxxx@redis.internal:6379"`}},
+		{name: "bad URL, secret in the query", env: []string{"GAIA_REDIS_URL=http://redis.internal:6379/0?password=s3cret"}, wantErrs: []string{`redis.url: must be a redis:// or rediss:// URL with a host, or a unix:// URL with a socket path, got "http://redis.internal:6379/0?xxxxx"`}},
+		{name: "unix socket URL", env: []string{"GAIA_REDIS_URL=unix:///run/redis/redis.sock?db=2"}, get: func(c *Config) any { return c.Redis.URL }, want: "unix:///run/redis/redis.sock?db=2"},
+		{name: "unix URL without a path", env: []string{"GAIA_REDIS_URL=unix://redis.sock"}, wantErrs: []string{`redis.url: must be a redis:// or rediss:// URL with a host, or a unix:// URL with a socket path, got "unix://redis.sock"`}},
+		{name: "bad URL, secret as the user", env: []string{"GAIA_REDIS_URL=http://s3cret@redis.internal:6379"}, wantErrs: []string{`redis.url: must be a redis:// or rediss:// URL with a host, or a unix:// URL with a socket path, got "http://xxxxx@redis.internal:6379"`}},
 		{name: "unknown flag key", flags: map[string]any{"lisen": ":1"}, wantErrs: []string{`lisen: unknown key (did you mean "listen"?) (from flags)`}},
 		{name: "env is validated", env: []string{"GAIA_ADMIN_LISTEN=0.0.0.0:9090"}, wantErrs: []string{"admin.token: required when admin.listen is not a loopback address"}},
 	}

@@ -108,8 +108,13 @@ func (v *validator) redis() {
 		v.bad("redis", "set at most one of url, cluster_addrs and sentinel, got %s", strings.Join(set, " and "))
 	}
 	if r.URL != "" {
-		if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			v.bad("redis.url", "must be a redis:// or rediss:// URL with a host, got %s", showString(r.URL))
+		u, err := url.Parse(r.URL)
+		switch {
+		case err == nil && (u.Scheme == "redis" || u.Scheme == "rediss") && u.Host != "":
+		case err == nil && u.Scheme == "unix" && u.Host == "" && u.Path != "":
+			// A Redis on the same host, through its socket (unix:///run/redis.sock?db=0).
+		default:
+			v.bad("redis.url", "must be a redis:// or rediss:// URL with a host, or a unix:// URL with a socket path, got %s", showString(r.URL))
 		}
 	}
 	for i, a := range r.ClusterAddrs {

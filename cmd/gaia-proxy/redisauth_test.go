@@ -225,6 +225,15 @@ func TestRedisClusterTLSPassword(t *testing.T) {
 	servesOn(t, fmt.Sprintf(`cluster_addrs: [%q], password: %q, %s`, addr, password, c.yaml(true)), "redis-cluster", cluster)
 }
 
+// TestUnixSocket runs the server on a Redis of the same host through
+// its unix socket (redis.url unix://PATH).
+func TestUnixSocket(t *testing.T) {
+	needRedisServer(t)
+	sock := filepath.Join(t.TempDir(), "redis.sock")
+	_, rdb, _ := redisServer(t, append(slices.Clone(noDisk), "--unixsocket", sock, "--unixsocketperm", "700")...)
+	servesOn(t, fmt.Sprintf(`url: "unix://%s?db=0"`, sock), "redis", rdb)
+}
+
 // TestSentinelPasswords runs the server on a master that asks for a
 // password, named by a Sentinel that asks for another:
 // redis.sentinel.password is the Sentinel's, redis.password the master's.
