@@ -7,11 +7,11 @@ import (
 )
 
 // flushing is what the Recorder and the Journal share: a loop that
-// flushes every interval, writes bounded by a timeout, a bounded buffer
-// that drops when the store falls behind, and one log line when writes
-// start failing (or the buffer starts dropping) and one when they
-// recover, not one per tick. The owner guards the counts with its own
-// lock.
+// flushes every interval (at least every second while writes fail),
+// writes bounded by a timeout, a bounded buffer that drops when the
+// store falls behind, and one log line when writes start failing (or
+// the buffer starts dropping) and one when they recover, not one per
+// tick. The owner guards the counts with its own lock.
 type flushing struct {
 	flushText
 	every   time.Duration
@@ -65,17 +65,38 @@ func (f *flushing) drop(n int) {
 	}
 }
 
+// maxRetryWait is the longest wait between flushes while they fail, so
+// that what queued while the store was away lands within about a second
+// of its return (SPEC §6: within 5 s), whatever the interval.
+const maxRetryWait = time.Second
+
+// retry is how often a failing flush is retried: every interval, or
+// every maxRetryWait when that is sooner.
+func (f *flushing) retry() time.Duration { return min(f.every, maxRetryWait) }
+
 // run calls flush every interval until ctx is done. Errors are logged by
-// result and retried on the next tick.
+// result; while flushes fail (what is pending could not all be written)
+// they are retried every f.retry(), and the first that succeeds brings
+// back the interval.
 func (f *flushing) run(ctx context.Context, flush func(context.Context) error) {
 	tick := time.NewTicker(f.every)
 	defer tick.Stop()
+	retrying := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			_ = flush(ctx)
+		}
+		failed := flush(ctx) != nil
+		if failed == retrying || f.retry() == f.every {
+			continue
+		}
+		retrying = failed
+		if failed {
+			tick.Reset(f.retry())
+		} else {
+			tick.Reset(f.every)
 		}
 	}
 }
@@ -98,7 +119,7 @@ func (f *flushing) result(ctx context.Context, err error, written func() string)
 	switch {
 	case err != nil && !f.failed && ctx.Err() == nil:
 		f.failed = true
-		f.logf("%s write failed, keeping %s pending and retrying every %v: %v", f.what, f.pending, f.every, err)
+		f.logf("%s write failed, keeping %s pending and retrying every %v: %v", f.what, f.pending, f.retry(), err)
 	case err == nil && f.failed:
 		f.failed = false
 		f.logf("%s write recovered: %s", f.what, written())

@@ -208,7 +208,8 @@ func later(a, b limiter.CounterValue) limiter.CounterValue {
 
 // Run flushes every FlushInterval until ctx is done. Flush errors are
 // logged (the first failure and the recovery, one line each) and
-// retried on the next tick. With a Source it also resyncs (see
+// retried every second, or every FlushInterval when that is shorter,
+// until a flush succeeds. With a Source it also resyncs (see
 // RecorderOptions.Source). At shutdown, call Flush after Run returns.
 func (r *Recorder) Run(ctx context.Context) {
 	if r.o.Source == nil {
