@@ -667,3 +667,79 @@ func TestDecisionsShareBound(t *testing.T) {
 		t.Error("decisions a slot apart share a bound")
 	}
 }
+
+// pingable is a fake primary that also answers pings, failing them
+// while down is set, and counts them.
+type pingable struct {
+	*fake
+	down  *atomic.Bool
+	pings atomic.Int64
+}
+
+func (p *pingable) Ping(context.Context) error {
+	p.pings.Add(1)
+	if p.down.Load() {
+		return errDown
+	}
+	return nil
+}
+
+// TestCheckFollowsPrimary: a health check looks at the primary with no
+// decision going through. Closed, a failed ping is reported and counts
+// against the breaker, a good one leaves a run of failed decisions
+// standing; open, a due probe (a decision of the check's own) closes
+// the breaker when the primary is back. It looks at most once a second.
+func TestCheckFollowsPrimary(t *testing.T) {
+	clock := storetest.NewClock(storetest.Start)
+	var down atomic.Bool
+	primary := &pingable{fake: switchable(clock.Now, &down), down: &down}
+	fb := &fallbacks{now: clock.Now}
+	lim := limiter.New(primary, &limiter.Options{Name: "redis", FailureMode: limiter.FailureClosed, Fallback: fb.New, Now: clock.Now, Logf: t.Logf})
+	check := func() (limiter.State, error) {
+		t.Helper()
+		clock.Advance(time.Second)
+		return lim.Check(t.Context())
+	}
+
+	if s, err := check(); !s.Healthy || err != nil || primary.pings.Load() != 1 || primary.decides.Load() != 0 {
+		t.Fatalf("up: State %+v, %v, %d pings, %d decisions; want healthy, one ping, no decision", s, err, primary.pings.Load(), primary.decides.Load())
+	}
+	// Within a second the last look stands.
+	clock.Advance(999 * time.Millisecond)
+	if _, err := lim.Check(t.Context()); err != nil || primary.pings.Load() != 1 {
+		t.Fatalf("a second look within a second: %v, %d pings; want the last result, 1 ping", err, primary.pings.Load())
+	}
+
+	// Redis goes away with no requests: the first check says so, the
+	// third opens the breaker.
+	down.Store(true)
+	if s, err := check(); !s.Healthy || !errors.Is(err, errDown) {
+		t.Fatalf("first check while down: State %+v, %v; want still deciding on the primary, the ping's error", s, err)
+	}
+	check()
+	if s, _ := check(); s.Healthy || s.Mode != "closed" {
+		t.Fatalf("third failed check: State %+v, want the breaker open, closed", s)
+	}
+
+	// Back: a due probe, made by the check itself, closes it.
+	down.Store(false)
+	clock.Advance(5 * time.Second)
+	before := primary.decides.Load()
+	if s, err := check(); !s.Healthy || err != nil || primary.decides.Load() != before+1 {
+		t.Fatalf("after Redis returned: State %+v, %v, %d probe decisions; want healthy after one", s, err, primary.decides.Load()-before)
+	}
+
+	// A good ping does not clear a run of failed decisions: two fail,
+	// a check passes, the third failed decision still opens the breaker.
+	down.Store(true)
+	limits := []limiter.Limit{{Name: "r", Key: "r", Limit: 10, Window: time.Second}}
+	lim.Decide(t.Context(), limits, 1)
+	lim.Decide(t.Context(), limits, 1)
+	down.Store(false)
+	check()
+	down.Store(true)
+	lim.Decide(t.Context(), limits, 1)
+	if s := lim.State(); s.Healthy {
+		t.Errorf("three failed decisions around a good ping: State %+v, want the breaker open", s)
+	}
+}

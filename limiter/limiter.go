@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -135,6 +136,11 @@ type Limiter struct {
 	held          *held // nil unless Options.HoldRefusals
 
 	ledgerLogged atomic.Int64 // when the ledger's failure was last logged
+
+	pinger    Pinger     // the primary, when it can be pinged
+	checkMu   sync.Mutex // guards checkedAt and checkErr
+	checkedAt time.Time  // when Check last looked at the primary
+	checkErr  error      // what it found
 }
 
 // New returns a Limiter deciding with store, its primary.
@@ -143,6 +149,7 @@ func New(store Store, o *Options) *Limiter {
 		o = &Options{}
 	}
 	l := &Limiter{ledger: o.Ledger, logf: o.Logf, name: o.Name, mode: o.FailureMode, timeout: o.Timeout, ledgerTimeout: o.LedgerTimeout}
+	l.pinger, _ = store.(Pinger)
 	if l.logf == nil {
 		l.logf = log.Printf
 	}
@@ -204,6 +211,78 @@ func (l *Limiter) State() State {
 		s.HeldRefusals = l.held.hits.Load()
 	}
 	return s
+}
+
+// FailureMode returns how the Limiter answers while its primary store
+// is away.
+func (l *Limiter) FailureMode() FailureMode { return l.mode }
+
+// Pinger is a primary store that can say whether it answers without
+// deciding anything (limiter/redisstore's Store: a Redis PING).
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// checkEvery is the least time between two looks of Check at the
+// primary; checks in between get the last result.
+const checkEvery = time.Second
+
+// probeLimits is what Check decides to probe an open breaker: a rate
+// limit of its own, too high to refuse, charged 1.
+var probeLimits = []Limit{{Name: "health", Key: "gaia-health", Window: time.Second, Limit: 1 << 50}}
+
+// Check looks at the primary store for a health check, so that health
+// follows the store when no request does (a readiness probe that took a
+// replica out of service leaves no traffic to find the store back).
+// While the breaker is closed it pings a Pinger primary: a failure
+// counts against the breaker as a failed decision does, a success
+// changes nothing (it says nothing about scripts or writes). While the
+// breaker is open and a probe is due, it probes with a decision of its
+// own (probeLimits), which closes the breaker as a request's probe
+// does. It looks at most once per checkEvery, and returns the State and
+// what the look found (nil: nothing wrong, or no look).
+func (l *Limiter) Check(ctx context.Context) (State, error) {
+	l.checkMu.Lock()
+	defer l.checkMu.Unlock()
+	if now := l.br.now(); l.checkedAt.IsZero() || now.Sub(l.checkedAt) >= checkEvery || now.Before(l.checkedAt) {
+		l.checkedAt = now
+		l.checkErr = l.check(ctx)
+	}
+	return l.State(), l.checkErr
+}
+
+func (l *Limiter) check(ctx context.Context) error {
+	t, ok := l.br.admit()
+	if !ok {
+		return nil // open, no probe due: State says so
+	}
+	var err error
+	switch {
+	case t.probe:
+		_, err = l.decide(ctx, l.store, probeLimits, 1)
+	case l.pinger == nil:
+		return nil
+	default:
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if l.timeout > 0 {
+			pctx, cancel = context.WithTimeout(ctx, l.timeout)
+		}
+		err = l.pinger.Ping(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			l.br.fail(t, err)
+		}
+		return err
+	}
+	switch {
+	case err == nil:
+		l.br.succeed(t)
+	case ctx.Err() != nil:
+		l.br.abandon(t)
+	default:
+		l.br.fail(t, err)
+	}
+	return err
 }
 
 // Decide checks and charges every limit of one request; see Store.Decide

@@ -176,14 +176,21 @@ const warmTimeout = 2 * time.Second
 
 // hotPathCheck reports the limiter's store on /health: while Redis is
 // away the proxy is degraded (failing local or open) or down (closed).
+// Each check looks at Redis itself (Limiter.Check, at most once a
+// second), so /health follows Redis with no requests going through: it
+// finds Redis gone, and brings the proxy back on it, which a readiness
+// probe that took the replica out of service depends on.
 func hotPathCheck(lim *limiter.Limiter, mode string) admin.Checker {
-	return func(context.Context) admin.Check {
-		st := lim.State()
-		if st.Healthy {
+	return func(ctx context.Context) admin.Check {
+		st, err := lim.Check(ctx)
+		if st.Healthy && err == nil {
 			return admin.Check{Status: admin.StatusOK, Mode: mode}
 		}
 		c := admin.Check{Status: admin.StatusDegraded, Mode: st.Mode, Error: st.LastError}
-		if st.Mode == "closed" {
+		if st.Healthy { // still deciding on Redis, which did not answer the check
+			c.Mode, c.Error = mode, err.Error()
+		}
+		if lim.FailureMode() == limiter.FailureClosed {
 			c.Status = admin.StatusDown
 		}
 		return c

@@ -322,12 +322,13 @@ func TestRedisOutage(t *testing.T) {
 					_, body := call(t, in.admin+"/health")
 					return strings.Contains(body, `"redis":{"status":"ok"`)
 				}, in.logs)
+				call(t, in.proxy+"/r", "X-API-Key: key-small") // on Redis
 			}
 			// Back on Redis, the key's usage before the outages still
-			// counts: the request before them, and the probe that found
-			// Redis back after each (at least one each), so with this one
-			// at least 4 of 5 are used. Had Redis forgotten the usage
-			// before the last outage, at most 2 would be.
+			// counts: the request before them, and the request on Redis
+			// after each, so with this one at least 4 of 5 are used. Had
+			// Redis forgotten the usage before the last outage, at most 2
+			// would be.
 			resp, _ := call(t, in.proxy+"/r", "X-API-Key: key-small")
 			if rem := resp.Header.Get("X-Ratelimit-Remaining"); resp.StatusCode == 200 && rem != "0" && rem != "1" {
 				t.Errorf("after the outages, %s of 5 remain: Redis forgot the usage before them", rem)
@@ -336,6 +337,38 @@ func TestRedisOutage(t *testing.T) {
 				t.Errorf("transitions not logged:\n%s", in.logs)
 			}
 		})
+	}
+}
+
+// TestHealthFollowsRedis: /health looks at Redis itself, with no
+// request going through. With failure_mode closed a readiness probe
+// takes a replica without Redis out of service, so no traffic would
+// find Redis back: /health must see Redis go, and come back.
+func TestHealthFollowsRedis(t *testing.T) {
+	up := newUpstream(t)
+	rl := relay.New(t, redisAddr(t))
+	in := startReplicas(t, 1, up, rl.Addr(), "closed", "50ms")[0]
+	health := func(status int, state string) func() bool {
+		return func() bool {
+			resp, body := call(t, in.admin+"/health")
+			return resp.StatusCode == status && strings.Contains(body, `"redis":{"status":"`+state+`"`)
+		}
+	}
+	waitFor(t, 10*time.Second, "/health ok on Redis", health(200, "ok"), in.logs)
+	rl.Cut()
+	waitFor(t, 10*time.Second, "/health down with Redis cut and no requests", health(503, "down"), in.logs)
+	// Failed looks count against the breaker as failed decisions do:
+	// it opens (three, a second or more apart).
+	waitFor(t, 20*time.Second, "the breaker open with no requests", func() bool {
+		return health(503, "down")() && strings.Contains(in.logs.String(), "redis unavailable")
+	}, in.logs)
+	rl.Restore()
+	waitFor(t, 10*time.Second, "/health ok with Redis back and no requests", health(200, "ok"), in.logs)
+	if resp, body := call(t, in.proxy+"/r", "X-API-Key: key-small"); resp.StatusCode != 200 {
+		t.Errorf("first request after /health found Redis back: %d %s, want 200", resp.StatusCode, body)
+	}
+	if !strings.Contains(in.logs.String(), "redis is back") {
+		t.Errorf("the return to Redis is not logged:\n%s", in.logs)
 	}
 }
 

@@ -203,6 +203,7 @@ type rediser interface {
 	evaler
 	Pipeline() redis.Pipeliner
 	ScriptLoad(ctx context.Context, script string) *redis.StringCmd
+	Ping(ctx context.Context) *redis.StatusCmd
 }
 
 // evaler runs scripts: a client, or a pipeline.
@@ -325,6 +326,12 @@ func New(rdb rediser, o *Options) *Store {
 // works once it can.
 func (s *Store) Warm(ctx context.Context) error {
 	return s.rdb.ScriptLoad(ctx, s.script.src).Err()
+}
+
+// Ping reports whether Redis answers (limiter.Pinger): a health check's
+// look at a store that has no decisions to make.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.rdb.Ping(ctx).Err()
 }
 
 // Close stops the workers, once the calls they are sending are done, and
