@@ -124,6 +124,10 @@ func TestViolations(t *testing.T) {
 
 		for _, tc := range []struct{ query, want string }{
 			{"cursor=garbage", "cursor: not a cursor this endpoint returned"},
+			// Well-formed, but of an ID a database cannot take as text.
+			{"cursor=" + quota.ViolationCursor(quota.Violation{ID: "\x00", At: violationAt(3)}), "cursor: not a cursor this endpoint returned"},
+			{"cursor=" + quota.ViolationCursor(quota.Violation{ID: "\xff", At: violationAt(3)}), "cursor: not a cursor this endpoint returned"},
+			{"cursor=" + quota.ViolationCursor(quota.Violation{ID: "r1-003\x00", At: violationAt(3)}), "cursor: not a cursor this endpoint returned"},
 			{"since=yesterday", `since: must be RFC3339 (2026-03-08T12:00:00Z), got "yesterday"`},
 			{"until=2026-13-01T00:00:00Z", "until: must be RFC3339"},
 			{"since=2026-03-10T12:00:00Z&until=2026-03-10T11:00:00Z", "until: must be after since"},

@@ -617,6 +617,19 @@ func TestViolationCursor(t *testing.T) {
 			t.Errorf("ParseViolationCursor(%q): got %v, want ErrBadCursor", c, err)
 		}
 	}
+	// An ID a database cannot take as text: not UTF-8, or with a NUL.
+	for _, id := range []string{"\x00", "\xff", "r1-\x00", "host-\xc3(-1", "r1-42\x00"} {
+		c := quota.ViolationCursor(quota.Violation{ID: id, At: v.At})
+		if _, _, err := quota.ParseViolationCursor(c); !errors.Is(err, quota.ErrBadCursor) || !strings.Contains(err.Error(), fmt.Sprintf("%q", c)) {
+			t.Errorf("ParseViolationCursor of ID %q: got %v, want ErrBadCursor naming the cursor", id, err)
+		}
+	}
+	// Any other text is an ID.
+	for _, id := range []string{"r1-é-7", "host name-1", "\u2603-1"} {
+		if _, got, err := quota.ParseViolationCursor(quota.ViolationCursor(quota.Violation{ID: id, At: v.At})); err != nil || got != id {
+			t.Errorf("ID %q: got %q, %v", id, got, err)
+		}
+	}
 }
 
 // BenchmarkJournalRecord is the hot-path cost: Record runs for every
