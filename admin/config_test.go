@@ -186,6 +186,16 @@ func TestRuleInvalid(t *testing.T) {
 	}{
 		{"unknown field", `{"subject":"user:a","quotas":[]}`, `unknown field "quotas"`},
 		{"unknown field in a limit", `{"subject":"user:a","rate":[{"limit":1,"window":"1s","windows":"2s"}]}`, `rate[0]: unknown field "windows"`},
+		// Names are matched exactly, not as encoding/json matches them
+		// (case-insensitively), and given once.
+		{"upper-case fields", `{"SUBJECT":"user:alice","RATE":[{"LIMIT":5,"WINDOW":"1s"}]}`, `unknown field "SUBJECT"`},
+		{"capitalized field", `{"subject":"user:alice","Rate":[{"limit":5,"window":"1s"}]}`, `unknown field "Rate"`},
+		{"upper-case field in a limit", `{"subject":"user:alice","rate":[{"LIMIT":5,"window":"1s"}]}`, `rate[0]: unknown field "LIMIT"`},
+		{"case-variant duplicate", `{"subject":"user:bob","rate":[{"limit":5,"window":"1s"}],"Rate":[]}`, `unknown field "Rate"`},
+		{"duplicate field", `{"subject":"user:bob","rate":[{"limit":5,"window":"1s"}],"rate":[]}`, `duplicate field "rate"`},
+		{"duplicate subject", `{"subject":"user:bob","rate":[],"subject":"plan:free"}`, `duplicate field "subject"`},
+		{"duplicate field in a limit", `{"subject":"user:bob","quota":[{"limit":5,"period":"daily","limit":6}]}`, `quota[0]: duplicate field "limit"`},
+		{"escaped duplicate", `{"subject":"user:bob","rate":[],"r\u0061te":null}`, `duplicate field "rate"`},
 		{"subject type", `{"subject":5,"rate":[]}`, "subject: must be a string, got number"},
 		{"list type", `{"subject":"user:a","rate":{"limit":1}}`, "rate: must be a list, got object"},
 		{"limit type", `{"subject":"user:a","rate":[{"limit":"10","window":"1s"}]}`, "rate[0].limit: must be an integer, got string"},

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
@@ -110,8 +112,9 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 }
 
 // decodeObject decodes data, which must be one JSON object and nothing
-// more, into v, refusing unknown fields. Errors are 400s naming the
-// field by path, prefixed with path ("rate[0]"; "" for the body).
+// more, into v, refusing unknown fields: names are matched exactly, and
+// given once (see checkKeys). Errors are 400s naming the field by path,
+// prefixed with path ("rate[0]"; "" for the body).
 func decodeObject(data []byte, v any, path string) error {
 	name := path
 	if name == "" {
@@ -123,6 +126,9 @@ func decodeObject(data []byte, v any, path string) error {
 	}
 	if data[0] != '{' {
 		return badRequest("%s: must be a JSON object, got %s", name, jsonKind(data))
+	}
+	if err := checkKeys(data, reflect.TypeOf(v), path); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -154,6 +160,232 @@ func decodeObject(data []byte, v any, path string) error {
 		return badRequest("unknown field %s", f)
 	}
 	return badRequest("%s: invalid JSON", name)
+}
+
+// maxDepth is the nesting of JSON values that encoding/json refuses
+// beyond.
+const maxDepth = 10000
+
+var (
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+	errTooDeep      = errors.New("json: too deep") // left to the decoder to report
+)
+
+// checkKeys refuses, in the JSON value data starts with, which decodes
+// into a value of type t, an object key that is not exactly the name of
+// a field of the struct it decodes into (encoding/json matches names
+// case-insensitively: "SUBJECT" would set subject) and a key its object
+// gives twice (encoding/json keeps the last). Keys of maps and of values
+// that decode themselves (json.RawMessage, time.Time) may be anything,
+// but not twice. Errors are 400s naming the key, prefixed with the path
+// of its object as decodeObject's are; JSON that is not well formed is
+// left to the decoder, which says where.
+func checkKeys(data []byte, t reflect.Type, path string) error {
+	w := keyWalker{dec: json.NewDecoder(bytes.NewReader(data))}
+	w.dec.UseNumber() // any number is a token, 1e400 too
+	if err := w.value(t, path); err != nil {
+		return nil // not well formed: the decoder's error says where
+	}
+	return w.refused
+}
+
+// keyWalker reads a JSON value token by token, checking its object keys
+// against the Go type it decodes into.
+type keyWalker struct {
+	dec     *json.Decoder
+	depth   int
+	refused error // the first key refused
+}
+
+// value walks the next value, which decodes into t (nil: into anything),
+// at path. It returns the tokenizer's error only: a key it refuses is
+// kept in w.refused, and the walk goes on to check the JSON is well
+// formed.
+func (w *keyWalker) value(t reflect.Type, path string) error {
+	tok, err := w.dec.Token()
+	if err != nil {
+		return err
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return nil // a string, number, boolean or null
+	}
+	if w.depth++; w.depth > maxDepth {
+		return errTooDeep
+	}
+	defer func() { w.depth-- }()
+	t = decodedType(t)
+	kind := reflect.Invalid
+	if t != nil {
+		kind = t.Kind()
+	}
+	switch delim {
+	case '[':
+		var elem reflect.Type
+		if kind == reflect.Slice || kind == reflect.Array {
+			elem = t.Elem()
+		}
+		for i := 0; w.dec.More(); i++ {
+			if err := w.value(elem, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case '{':
+		var fields map[string]reflect.Type
+		if kind == reflect.Struct {
+			fields = jsonFields(t)
+		}
+		var elem reflect.Type
+		if kind == reflect.Map {
+			elem = t.Elem()
+		}
+		seen := map[string]bool{}
+		for w.dec.More() {
+			tok, err := w.dec.Token()
+			if err != nil {
+				return err
+			}
+			key, _ := tok.(string) // the decoder allows only strings here
+			vt := elem
+			switch {
+			case seen[key]:
+				w.refuse(path, "duplicate field %q", key)
+			case fields != nil:
+				f, ok := fields[key]
+				if !ok {
+					w.refuse(path, "unknown field %q", key)
+				}
+				vt = f
+			}
+			seen[key] = true
+			if err := w.value(vt, strings.TrimPrefix(path+"."+key, ".")); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = w.dec.Token() // the closing ] or }
+	return err
+}
+
+// refuse keeps the first key refused, in decodeObject's words.
+func (w *keyWalker) refuse(path, format, key string) {
+	if w.refused != nil {
+		return
+	}
+	if path != "" {
+		w.refused = badRequest("%s: "+format, path, short(key))
+	} else {
+		w.refused = badRequest(format, short(key))
+	}
+}
+
+// decodedType returns the type encoding/json decodes a JSON object or
+// list into for t: t without its pointers, or nil, any JSON, when that
+// is an interface or a type that decodes itself.
+func decodedType(t reflect.Type) reflect.Type {
+	for t != nil {
+		if t.Kind() == reflect.Interface || t.Implements(jsonUnmarshaler) || t.Implements(textUnmarshaler) ||
+			reflect.PointerTo(t).Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler) {
+			return nil
+		}
+		if t.Kind() != reflect.Pointer {
+			return t
+		}
+		t = t.Elem()
+	}
+	return nil
+}
+
+// jsonFields returns the types of the fields of the struct type t by
+// the names encoding/json decodes them from, exactly spelled: a field's
+// json tag name, or its Go name, with the fields of embedded structs
+// promoted unless a shallower field, or a tagged one as shallow, has the
+// name. Tag "-" leaves a field out; a name two fields as shallow share,
+// neither tagged, is no field's.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	type field struct {
+		typ    reflect.Type
+		depth  int
+		tagged bool
+		twice  bool // another field as shallow has the name, as tagged
+	}
+	found := map[string]*field{}
+	visited := map[reflect.Type]bool{}
+	level := []reflect.Type{t}
+	for depth := 0; len(level) > 0; depth++ {
+		var next []reflect.Type
+		for _, st := range level {
+			if visited[st] {
+				continue
+			}
+			visited[st] = true
+			for i := range st.NumField() {
+				sf := st.Field(i)
+				ft := sf.Type
+				if ft.Name() == "" && ft.Kind() == reflect.Pointer {
+					ft = ft.Elem()
+				}
+				if sf.Anonymous {
+					if !sf.IsExported() && ft.Kind() != reflect.Struct {
+						continue
+					}
+				} else if !sf.IsExported() {
+					continue
+				}
+				tag := sf.Tag.Get("json")
+				if tag == "-" {
+					continue
+				}
+				name, _, _ := strings.Cut(tag, ",")
+				if !validTagName(name) {
+					name = ""
+				}
+				if name == "" && sf.Anonymous && ft.Kind() == reflect.Struct {
+					next = append(next, ft) // its fields are promoted
+					continue
+				}
+				tagged := name != ""
+				if !tagged {
+					name = sf.Name
+				}
+				switch f := found[name]; {
+				case f == nil:
+					found[name] = &field{typ: sf.Type, depth: depth, tagged: tagged}
+				case f.depth < depth:
+					// a shallower field has the name
+				case tagged && !f.tagged:
+					*f = field{typ: sf.Type, depth: depth, tagged: true}
+				case tagged == f.tagged:
+					f.twice = true
+				}
+			}
+		}
+		level = next
+	}
+	fields := make(map[string]reflect.Type, len(found))
+	for name, f := range found {
+		if !f.twice {
+			fields[name] = f.typ
+		}
+	}
+	return fields
+}
+
+// validTagName reports whether encoding/json takes name, from a json
+// tag, as a field's name.
+func validTagName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range name {
+		switch {
+		case strings.ContainsRune("!#$%&()*+-./:;<=>?@[]^_{|}~ ", c):
+		case !unicode.IsLetter(c) && !unicode.IsDigit(c):
+			return false
+		}
+	}
+	return true
 }
 
 // jsonKind names the kind of the JSON value that starts data.

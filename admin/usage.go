@@ -195,10 +195,14 @@ func (s *Server) rankUsage(ctx context.Context, pol *limiter.Policy, limit int, 
 	}
 	var (
 		views []usageView
+		to    int // the ranked subjects this page and those before it consumed
 		total int // subjects in the ranking
 	)
 	if rk != nil {
-		to := min(from+limit, len(rk.subjects))
+		// The page consumes limit ranked subjects whether or not they
+		// still resolve: one the policy no longer knows is left out, and
+		// the page is shorter, but the walk moves on past it.
+		to = min(from+limit, len(rk.subjects))
 		v, err := s.readUsage(ctx, pol, rk.subjects[from:to])
 		if err != nil {
 			return usageList{}, err
@@ -217,12 +221,13 @@ func (s *Server) rankUsage(ctx context.Context, pol *limiter.Policy, limit int, 
 				from = i
 			}
 		}
-		views, total = ranked[from:min(from+limit, len(ranked))], len(ranked)
-		if from+len(views) < total { // kept only when a page follows
+		to, total = min(from+limit, len(ranked)), len(ranked)
+		views = ranked[from:to]
+		if to < total { // kept only when a page follows
 			rk = s.rankings.put(ranked, now)
 		}
 	}
-	if to := from + len(views); to < total {
+	if to < total {
 		last := rk.subjects[to-1]
 		list.NextCursor = pageCursor{rk.id, to, usageCursor{last.fullest, last.id}}.String()
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,6 +223,9 @@ func TestReset(t *testing.T) {
 		wantError(t, e.post("/api/admin/quotas/reset", `{"subject":"key:nobody"}`), http.StatusNotFound, "not_found", "nobody")
 		wantError(t, e.post("/api/admin/quotas/reset", `{"subject":"key:acme-prod","all":true}`), http.StatusBadRequest, "invalid_request", `unknown field "all"`)
 		wantError(t, e.post("/api/admin/quotas/reset", `{}`), http.StatusBadRequest, "invalid_request", "subject: must be")
+		wantError(t, e.post("/api/admin/quotas/reset", `{"SUBJECT":"key:acme-prod"}`), http.StatusBadRequest, "invalid_request", `unknown field "SUBJECT"`)
+		wantError(t, e.post("/api/admin/quotas/reset", `{"subject":"key:ci-bot","Subject":"key:acme-prod"}`), http.StatusBadRequest, "invalid_request", `unknown field "Subject"`)
+		wantError(t, e.post("/api/admin/quotas/reset", `{"subject":"key:ci-bot","subject":"key:acme-prod"}`), http.StatusBadRequest, "invalid_request", `duplicate field "subject"`)
 		if n := len(e.audits()); n != 1 {
 			t.Errorf("refused resets were audited: %d entries", n)
 		}
@@ -396,4 +400,53 @@ func TestUsageIPv6Subject(t *testing.T) {
 		}
 	}
 	wantError(t, e.get("/api/admin/quotas/usage?subject="+url.QueryEscape("ip:2001:db8::/48")), http.StatusBadRequest, "invalid_request", "not an IP address")
+}
+
+// TestUsageListDroppedSubject: a subject of a kept ranking that the
+// configuration no longer knows (a key removed by a reload between
+// pages) is left out, and the walk moves on past it: a page may be
+// shorter than the limit, even empty, but no page repeats a cursor and
+// the list ends.
+func TestUsageListDroppedSubject(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *apiEnv) {
+		e.requests("ip:203.0.113.9", 5) // 5/50
+		e.requests("key:ci-bot", 8)     // 8/100
+		e.requests("user:bob", 3)       // 3/100
+		e.requests("key:acme-prod", 15) // 15/1000
+		e.flush()
+		cfg := policyConfig()
+		cfg.Keys = slices.DeleteFunc(cfg.Keys, func(k limiter.Key) bool { return k.ID == "ci-bot" })
+		reloaded, err := limiter.NewPolicy(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		seen := map[string]bool{}
+		cursor, pages := "", 0
+		for {
+			var l usageListBody
+			want(t, e.get("/api/admin/quotas/usage?limit=1&cursor="+cursor), http.StatusOK).decode(t, &l)
+			pages++
+			for _, s := range l.Subjects {
+				got = append(got, s.Subject)
+			}
+			if pages == 1 {
+				e.policy.Store(reloaded) // ci-bot, next in the ranking, is gone
+			}
+			if cursor = l.NextCursor; cursor == "" {
+				break
+			}
+			if seen[cursor] {
+				t.Fatalf("page %d repeats the cursor %q, after %v", pages, cursor, got)
+			}
+			seen[cursor] = true
+			if pages > 10 {
+				t.Fatalf("the usage list does not end: %v", got)
+			}
+		}
+		// ci-bot's page is empty: 4 pages for 3 subjects.
+		if s := strings.Join(got, " "); s != "ip:203.0.113.9 user:bob user:alice" || pages != 4 {
+			t.Errorf("listed %s on %d pages, want ip:203.0.113.9 user:bob user:alice on 4", s, pages)
+		}
+	})
 }
