@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/internal/credential"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 )
 
@@ -246,6 +247,11 @@ func (v *validator) plans() {
 	// spellings of one id are an error rather than one silently winning.
 	for _, id := range slices.Sorted(maps.Keys(c.Users)) {
 		u, key := c.Users[id], "users."+id
+		if err := credential.CheckUserID(id); err != nil {
+			// The proxy answers such an id in the user header with 400
+			// invalid_user_id: this user could never be seen.
+			v.bad("users", "user id %v (%s), got %q", err, credential.UserIDRule, id)
+		}
 		u.Plan = strings.ToLower(u.Plan)
 		if u.Plan != "" {
 			v.planRef(key+".plan", u.Plan)
@@ -286,6 +292,10 @@ func (v *validator) keys() {
 			v.bad(key, "must set exactly one of hash and key, got both")
 		case k.Hash == "" && k.Key == "":
 			v.bad(key, "must set exactly one of hash and key, got neither")
+		case k.Key != "" && credential.CheckKey(k.Key) != nil:
+			// The proxy refuses such a key as malformed before it looks it
+			// up: it could never be used. The key itself is a secret.
+			v.bad(key+".key", "%v (%s)", credential.CheckKey(k.Key), credential.KeyRule)
 		default:
 			if sum, err := v.c.HashedKey(i); err != nil {
 				v.bad(key+".hash", `must be "sha256:" followed by 64 hex digits`)
@@ -293,6 +303,11 @@ func (v *validator) keys() {
 				v.bad(key, "has the same secret as keys[%d]", j)
 			} else {
 				secrets[sum] = i
+			}
+		}
+		if k.User != "" {
+			if err := credential.CheckUserID(k.User); err != nil {
+				v.bad(key+".user", "%v (%s), got %q", err, credential.UserIDRule, k.User)
 			}
 		}
 		k.Plan, k.User = strings.ToLower(k.Plan), limiter.CanonicalUser(k.User)

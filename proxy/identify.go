@@ -7,15 +7,10 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/gaia-proxy/gaia-proxy/internal/credential"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
-
-// maxKeyLen bounds a presented API key; longer ones are malformed.
-const maxKeyLen = 1024
-
-// maxUserLen bounds a user id taken from the user header.
-const maxUserLen = 256
 
 // Identity says how callers are recognised (SPEC §4.1).
 type Identity struct {
@@ -118,7 +113,7 @@ func (id *Identity) apiKey(h http.Header) (key, header string, err error) {
 			v = rest
 		}
 		v = strings.TrimSpace(v)
-		if !validToken(v, maxKeyLen) {
+		if !credential.ValidKey(v) {
 			return "", name, errMalformedKey
 		}
 		return v, name, nil
@@ -126,31 +121,39 @@ func (id *Identity) apiKey(h http.Header) (key, header string, err error) {
 	return "", "", errNoKey
 }
 
-// userID returns the user named by the user header, when the header is
-// present, readable and from a trusted peer.
-func (id *Identity) userID(h http.Header, p peer) (string, bool) {
-	if id.UserHeader == "" || !p.trusted {
-		return "", false
-	}
-	v := strings.TrimSpace(h.Get(id.UserHeader))
-	return v, validToken(v, maxUserLen)
-}
+// errRepeatedUser is a user header sent more than once: which one the
+// upstream reads is its own business, so we count neither.
+var errRepeatedUser = errors.New("is repeated")
 
-// validToken accepts 1..max visible ASCII characters.
-func validToken(s string, max int) bool {
-	if s == "" || len(s) > max {
-		return false
+// userID returns the user named by the user header when the peer is
+// trusted and the header is present and not blank; err says what is
+// wrong with a user id that breaks credential.CheckUserID, or that the
+// header is repeated. A blank header names nobody, as if it were absent:
+// a gateway may send its user variable empty for anonymous callers.
+func (id *Identity) userID(h http.Header, p peer) (user string, ok bool, err error) {
+	if id.UserHeader == "" || !p.trusted {
+		return "", false, nil
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f {
-			return false
-		}
+	vals := h.Values(id.UserHeader)
+	if len(vals) > 1 {
+		return "", false, errRepeatedUser
 	}
-	return true
+	var v string
+	if len(vals) == 1 {
+		v = strings.TrimSpace(vals[0])
+	}
+	if v == "" {
+		return "", false, nil
+	}
+	if err := credential.CheckUserID(v); err != nil {
+		return "", false, err
+	}
+	return v, true, nil
 }
 
 // identify resolves the caller and the route, and answers 401 for bad
-// or missing credentials (SPEC §4.1, §4.2).
+// or missing credentials (SPEC §4.1, §4.2), 400 for a trusted peer's
+// user id that breaks credential.CheckUserID.
 func (p *Proxy) identify(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x := exchangeFrom(r.Context())
@@ -159,7 +162,20 @@ func (p *Proxy) identify(next http.Handler) http.Handler {
 		key, header, err := s.Identity.apiKey(r.Header)
 		switch {
 		case err == errNoKey:
-			if user, ok := s.Identity.userID(r.Header, x.peer); ok {
+			user, ok, uerr := s.Identity.userID(r.Header, x.peer)
+			if uerr != nil {
+				// Not anonymous: the peer we trust named a user, just not
+				// one we can count. Limiting it by IP instead would hide
+				// the gateway's bug under another subject's limits.
+				msg := "the user id in " + s.Identity.UserHeader + " " + uerr.Error()
+				if uerr != errRepeatedUser {
+					msg += ": " + credential.UserIDRule
+				}
+				p.report(r, x, quota.Unauthorized, 0)
+				p.fail(w, r, http.StatusBadRequest, "invalid_user_id", msg, nil)
+				return
+			}
+			if ok {
 				x.subject = s.Policy.ForUser(user)
 			} else if s.Identity.RejectAnonymous {
 				p.report(r, x, quota.Unauthorized, 0)

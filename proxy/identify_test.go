@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"net/url"
 	"testing"
+
+	"github.com/gaia-proxy/gaia-proxy/internal/credential"
 )
 
 func testIdentity() *Identity {
@@ -86,20 +88,30 @@ func TestPeerOf(t *testing.T) {
 func TestUserIDOnlyFromTrustedPeers(t *testing.T) {
 	id := testIdentity()
 	h := http.Header{"X-User-Id": {"alice"}}
-	if u, ok := id.userID(h, peer{trusted: true}); !ok || u != "alice" {
-		t.Errorf("trusted peer: userID = %q, %v; want alice, true", u, ok)
+	if u, ok, err := id.userID(h, peer{trusted: true}); !ok || err != nil || u != "alice" {
+		t.Errorf("trusted peer: userID = %q, %v, %v; want alice, true, nil", u, ok, err)
 	}
-	if u, ok := id.userID(h, peer{trusted: false}); ok {
-		t.Errorf("untrusted peer: userID = %q, true; want nothing", u)
+	if u, ok, err := id.userID(h, peer{trusted: false}); ok || err != nil {
+		t.Errorf("untrusted peer: userID = %q, %v, %v; want nothing", u, ok, err)
 	}
-	if _, ok := id.userID(http.Header{"X-User-Id": {"a b"}}, peer{trusted: true}); ok {
-		t.Error("user id with a space accepted")
+	if _, ok, err := id.userID(http.Header{"X-User-Id": {"a\x01b"}}, peer{trusted: false}); ok || err != nil {
+		t.Errorf("untrusted peer's unreadable user id: %v, %v; want ignored", ok, err)
+	}
+	if u, ok, err := id.userID(http.Header{"X-User-Id": {"  "}}, peer{trusted: true}); ok || err != nil {
+		t.Errorf("blank user header: userID = %q, %v, %v; want nothing, as if absent", u, ok, err)
+	}
+	if u, ok, err := id.userID(http.Header{"X-User-Id": {" a b "}}, peer{trusted: true}); !ok || err != nil || u != "a b" {
+		t.Errorf("user id with an inner space: userID = %q, %v, %v; want \"a b\", true, nil", u, ok, err)
+	}
+	if _, _, err := id.userID(http.Header{"X-User-Id": {"a", "b"}}, peer{trusted: true}); err != errRepeatedUser {
+		t.Errorf("repeated user header: err = %v, want %v", err, errRepeatedUser)
 	}
 }
 
 // FuzzIdentity feeds arbitrary header values and peers to the parsers:
-// they never panic, never accept an unprintable key, and never take an
-// identity from an untrusted peer's headers.
+// they never panic, never accept a key or user id that breaks the
+// credential rules, and never take an identity from an untrusted peer's
+// headers.
 func FuzzIdentity(f *testing.F) {
 	f.Add("k1", "Bearer k2", "1.2.3.4, 5.6.7.8", "127.0.0.1:80", "alice")
 	f.Add("", "Bearer", "", "203.0.113.9:1", "")
@@ -115,15 +127,17 @@ func FuzzIdentity(f *testing.F) {
 		r.Header["X-Forwarded-For"] = []string{xff}
 		r.Header["X-User-Id"] = []string{user}
 		key, _, err := id.apiKey(r.Header)
-		if err == nil && !validToken(key, maxKeyLen) {
+		if err == nil && !credential.ValidKey(key) {
 			t.Fatalf("accepted invalid key %q", key)
 		}
 		p := id.peerOf(r)
 		if !p.trusted && p.client != p.addr {
 			t.Fatalf("untrusted peer %v spoofed client %v", p.addr, p.client)
 		}
-		if u, ok := id.userID(r.Header, p); ok && (!p.trusted || !validToken(u, maxUserLen)) {
+		if u, ok, err := id.userID(r.Header, p); ok && (!p.trusted || credential.CheckUserID(u) != nil) {
 			t.Fatalf("user %q accepted from peer %+v", u, p)
+		} else if err != nil && !p.trusted {
+			t.Fatalf("untrusted peer %+v's user header read: %v", p, err)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -11,21 +12,27 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/gaia-proxy/gaia-proxy/config"
+	"github.com/gaia-proxy/gaia-proxy/internal/credential"
 )
 
 //go:embed demo.yaml
 var demoConfig []byte
 
 // demoCmd runs the proxy with demo.yaml in front of a built-in echo
-// service, on embedded stores in a temporary directory.
+// service, on embedded stores in a temporary directory: always, whatever
+// the environment says (demoEnv), so that trying the demo in a shell set
+// up for a real deployment never charges its Redis counters or writes
+// demo traffic into its ledger.
 func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newServeFlags("demo", stderr)
 	if err := f.fs.Parse(args); err != nil {
 		return err
 	}
+	logf := log.New(stderr, "", log.LstdFlags).Printf
 	dir, err := os.MkdirTemp("", "gaia-demo-")
 	if err != nil {
 		return err
@@ -44,6 +51,10 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer echo.Close()
 
 	lo := f.loadOptions()
+	var ignored []string
+	if lo.Env, ignored = demoEnv(lo.Env); len(ignored) > 0 {
+		logf("demo: ignoring %s: the demo always runs on embedded stores in a temporary directory", strings.Join(ignored, ", "))
+	}
 	lo.File = file
 	lo.Overrides["upstream"] = "http://" + ln.Addr().String()
 	// The demo's usual ports, unless taken (another demo, a dev server):
@@ -58,10 +69,30 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, ok := lo.Overrides["data_dir"]; !ok {
 		lo.Overrides["data_dir"] = filepath.Join(dir, "data")
 	}
-	logf := log.New(stderr, "", log.LstdFlags).Printf
+	dataDir, _ := lo.Overrides["data_dir"].(string)
 	return serve(ctx, serveOptions{LoadOptions: lo}, logf, func(proxyAddr, adminAddr string) {
-		printDemo(stdout, proxyAddr, adminAddr)
+		printDemo(stdout, proxyAddr, adminAddr, dataDir)
 	})
+}
+
+// demoEnv returns env without the variables that choose the hot path
+// and the ledger (GAIA_REDIS_*, GAIA_DATABASE_*, DATABASE_URL), and the
+// sorted names of those it dropped that were set. No demo flag chooses them, and
+// the demo's config file is its own, so these are the only way a store
+// could reach the demo.
+func demoEnv(env []string) (kept, ignored []string) {
+	for _, kv := range env {
+		name, val, _ := strings.Cut(kv, "=")
+		if name == "DATABASE_URL" || strings.HasPrefix(name, "GAIA_REDIS_") || strings.HasPrefix(name, "GAIA_DATABASE_") {
+			if val != "" && !slices.Contains(ignored, name) {
+				ignored = append(ignored, name)
+			}
+			continue
+		}
+		kept = append(kept, kv)
+	}
+	slices.Sort(ignored)
+	return kept, ignored
 }
 
 // free reports whether addr can be listened on now.
@@ -74,11 +105,12 @@ func free(addr string) bool {
 	return true
 }
 
-func printDemo(w io.Writer, proxyAddr, adminAddr string) {
+func printDemo(w io.Writer, proxyAddr, adminAddr, dataDir string) {
 	p := "http://" + proxyAddr
 	fmt.Fprintf(w, `gaia-proxy demo is running.
   proxy:      %[1]s  (in front of a built-in echo service)
   admin:      http://%[2]s/health
+  stores:     embedded, in %[3]s
 
 Try:
   curl -i %[1]s/hello                                   # anonymous: 5 per second by IP
@@ -90,7 +122,7 @@ Try:
   curl -i -H 'X-API-Key: demo-free-key' %[1]s/expensive # costs 5 units
 
 Stop with Ctrl-C.
-`, p, adminAddr)
+`, p, adminAddr, dataDir)
 }
 
 // echoHandler answers with what it received, so the demo shows the
@@ -112,8 +144,27 @@ func echoHandler(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// hashKeyCmd reads an API key on stdin and prints its config hash.
-func hashKeyCmd(stdin io.Reader, stdout io.Writer) error {
+// hashKeyCmd reads an API key on stdin and prints its config hash. It
+// refuses a key the proxy would refuse as malformed (credential.CheckKey):
+// its hash would name a key no request could present.
+func hashKeyCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("hash-key", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `usage: printf %%s "$KEY" | gaia-proxy hash-key
+
+Reads an API key on stdin and prints its sha256:<hex> for a key's hash:
+in the config. A key the proxy would refuse as malformed is refused.
+`)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		// Not shown: it may well be the key, which belongs on stdin, out
+		// of shell history and process lists.
+		return fmt.Errorf("hash-key: takes no arguments: the key goes on stdin (printf %%s \"$KEY\" | gaia-proxy hash-key)")
+	}
 	b, err := io.ReadAll(io.LimitReader(stdin, 64<<10))
 	if err != nil {
 		return fmt.Errorf("hash-key: %w", err)
@@ -121,6 +172,9 @@ func hashKeyCmd(stdin io.Reader, stdout io.Writer) error {
 	key := strings.TrimRight(string(b), "\r\n")
 	if key == "" {
 		return fmt.Errorf("hash-key: no key on stdin (try: printf %%s \"$KEY\" | gaia-proxy hash-key)")
+	}
+	if err := credential.CheckKey(key); err != nil {
+		return fmt.Errorf("hash-key: the key %v, so the proxy would refuse it as malformed (%s)", err, credential.KeyRule)
 	}
 	fmt.Fprintln(stdout, config.HashKey(key))
 	return nil

@@ -30,9 +30,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "gaia-proxy:", err)
-		}
+		fmt.Fprintln(os.Stderr, "gaia-proxy:", err)
 		os.Exit(1)
 	}
 }
@@ -59,34 +57,41 @@ Run "gaia-proxy <command> -h" for a command's flags.
 `
 
 // run is the whole program, minus signals and exit codes, so tests can
-// call it.
+// call it. Asking for help (-h on any command) is a success: the usage
+// has been printed, and run returns nil.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
+	var err error
 	switch cmd {
 	case "serve":
-		return serveCmd(ctx, args, stderr)
+		err = serveCmd(ctx, args, stderr)
 	case "demo":
-		return demoCmd(ctx, args, stdout, stderr)
+		err = demoCmd(ctx, args, stdout, stderr)
 	case "migrate":
-		return migrateCmd(ctx, args, stdout, stderr)
+		err = migrateCmd(ctx, args, stdout, stderr)
 	case "check":
-		return checkCmd(ctx, args, stdout, stderr)
+		err = checkCmd(ctx, args, stdout, stderr)
 	case "verify":
-		return verifyCmd(ctx, args, stdout, stderr)
+		err = verifyCmd(ctx, args, stdout, stderr)
 	case "hash-key":
-		return hashKeyCmd(stdin, stdout)
+		err = hashKeyCmd(args, stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
-		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		// The flag set printed the command's usage; like the top-level
+		// "gaia-proxy -h", that is success.
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", cmd)
+	return err
 }
 
 // versionString is "gaia-proxy <version> (commit <rev>, <go version>)".

@@ -1,0 +1,106 @@
+// Package credential holds the one rule for what a caller may present as
+// an identity: an API key, or a user id asserted by a trusted peer. The
+// proxy applies it to requests; config validation and the hash-key
+// command apply it to what an operator writes, so that no configured key
+// or user is one the proxy could never recognise.
+package credential
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxKeyLen bounds an API key, in bytes (all ASCII, so characters too).
+const MaxKeyLen = 1024
+
+// MaxUserIDLen bounds a user id, in bytes of its UTF-8.
+const MaxUserIDLen = 256
+
+// KeyRule describes a valid API key, for messages.
+const KeyRule = "an API key is 1 to 1024 visible ASCII characters: no spaces, control or non-ASCII characters"
+
+// UserIDRule describes a valid user id, for messages.
+const UserIDRule = "a user id is valid UTF-8 of 1 to 256 bytes, without control characters or surrounding white space"
+
+var (
+	errEmpty      = errors.New("is empty")
+	errSpace      = errors.New("contains a space")
+	errControl    = errors.New("contains a control character")
+	errNonASCII   = errors.New("contains a non-ASCII character")
+	errNotUTF8    = errors.New("is not valid UTF-8")
+	errSurrounded = errors.New("starts or ends with white space")
+)
+
+// ValidKey reports whether key can be presented as an API key:
+// 1 to MaxKeyLen visible ASCII characters (0x21 to 0x7e).
+func ValidKey(key string) bool {
+	if key == "" || len(key) > MaxKeyLen {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] <= ' ' || key[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// CheckKey returns nil if ValidKey(key), else what is wrong with it
+// ("contains a space"). The error never shows the key.
+func CheckKey(key string) error {
+	if key == "" {
+		return errEmpty
+	}
+	if len(key) > MaxKeyLen {
+		return fmt.Errorf("is %d bytes, more than %d", len(key), MaxKeyLen)
+	}
+	for i := 0; i < len(key); i++ {
+		switch c := key[i]; {
+		case c == ' ':
+			return errSpace
+		case c < ' ' || c == 0x7f:
+			return errControl
+		case c > 0x7f:
+			return errNonASCII
+		}
+	}
+	return nil
+}
+
+// CheckUserID returns nil if id can name a user: valid UTF-8, 1 to
+// MaxUserIDLen bytes, no control characters (unicode.IsControl: C0, DEL
+// and C1) and no white space at either end (the proxy trims the user
+// header, so such an id could never arrive). Inner spaces and any other
+// Unicode are allowed: "José Núñez" is a user id. Else it returns what is
+// wrong ("is 300 bytes, more than 256").
+func CheckUserID(id string) error {
+	if id == "" {
+		return errEmpty
+	}
+	if len(id) > MaxUserIDLen {
+		return fmt.Errorf("is %d bytes, more than %d", len(id), MaxUserIDLen)
+	}
+	ascii := true
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < ' ' || c == 0x7f {
+			return errControl
+		} else if c >= utf8.RuneSelf {
+			ascii = false
+		}
+	}
+	if !ascii {
+		if !utf8.ValidString(id) {
+			return errNotUTF8
+		}
+		if strings.IndexFunc(id, unicode.IsControl) >= 0 {
+			return errControl
+		}
+	}
+	if strings.TrimSpace(id) != id {
+		return errSurrounded
+	}
+	return nil
+}
