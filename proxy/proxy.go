@@ -41,7 +41,9 @@ type Options struct {
 	// about as long (an eighth more at most); past that it gets 408.
 	UpstreamTimeout time.Duration
 	// Transport reaches the upstream. Nil means a transport tuned for one
-	// busy upstream.
+	// busy upstream. A round trip that fails to connect (dial, or TLS
+	// handshake, timeouts included) is 502; a timeout once connected is
+	// 504.
 	Transport http.RoundTripper
 	// Observe learns how every request was decided, as it is. It runs
 	// on the request's goroutine, so it must not block. Nil means nobody
@@ -125,9 +127,22 @@ func (b *bufferPool) Get() []byte {
 
 func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }
 
+// notConnected reports that err says the upstream was not reached, in
+// time or not: a dial that failed or timed out, or a TLS handshake that
+// timed out (http.Transport's own error, of an unexported type: its
+// text, unchanged since Go 1.3, is what tells it). Other handshake
+// failures are no timeouts, so they are 502 anyway. Looked at only on a
+// failure: a per-request httptrace would tell as well, at five
+// allocations a request.
+func notConnected(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial" || strings.Contains(err.Error(), "net/http: TLS handshake timeout")
+}
+
 // newTransport is http.DefaultTransport with room for many idle
 // connections to the one upstream, and the upstream timeout: for the
-// connection (dial and TLS handshake), for each write of the request to
+// connection (dial and TLS handshake, past which the caller gets 502:
+// notConnected), for each write of the request to
 // stall (an upstream that stops reading a body), and for the response
 // headers once the request is sent. It leaves Accept-Encoding as the
 // client sent it: asking the upstream for gzip the client did not ask
@@ -356,9 +371,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	p.refund(context.WithoutCancel(r.Context()), x)
 	setHeaders(w.Header(), x)
 	var ne net.Error
-	var oe *net.OpError
-	dial := errors.As(err, &oe) && oe.Op == "dial" // not reached, in time or not: unreachable
-	if !dial && (errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())) {
+	if !notConnected(err) && (errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())) {
 		p.answered(x, http.StatusGatewayTimeout)
 		p.fail(w, r, http.StatusGatewayTimeout, "upstream_timeout", "the upstream did not answer in time", err)
 		return
