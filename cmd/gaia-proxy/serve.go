@@ -115,6 +115,9 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	for _, w := range cfg.Warnings() {
 		logf("config: warning: %s", w)
 	}
+	if d := drainTime(cfg.ShutdownTimeout); d < cfg.ShutdownTimeout {
+		logf("config: warning: shutdown_timeout: %v is cut to %v, so that SIGTERM exits within %v", cfg.ShutdownTimeout, d, shutdownBudget)
+	}
 	if err := admin.CheckListen(cfg.Admin.Listen, cfg.Admin.Token); err != nil {
 		return err
 	}
@@ -128,7 +131,12 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	if err != nil {
 		return err
 	}
-	defer led.close()
+	ledgerOpen := true // the shutdown closes it within its budget
+	defer func() {
+		if ledgerOpen {
+			led.close()
+		}
+	}()
 	hot, err := openHotPath(ctx, cfg.Redis, logf, so.Clock)
 	if err != nil {
 		return err
@@ -202,12 +210,17 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	adminSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 
 	var wg sync.WaitGroup
+	// The ledger writers run until the drain ends, so that what in-flight
+	// requests use keeps landing; the live stream and reloads stop as
+	// soon as shutdown begins.
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
+	live, stopLive := context.WithCancel(context.Background())
+	defer stopLive()
 	wg.Go(func() { recorder.Run(bg) })
 	wg.Go(func() { journal.Run(bg) })
-	wg.Go(func() { pol.watch(bg) })
-	wg.Go(func() { adm.Run(bg) })
+	wg.Go(func() { pol.watch(live) })
+	wg.Go(func() { adm.Run(live) })
 	serveErr := make(chan error, 2)
 	for _, s := range []struct {
 		srv *http.Server
@@ -229,32 +242,146 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	case <-ctx.Done():
 	case runErr = <-serveErr:
 	}
+	// SPEC §4: from SIGTERM to exit within shutdownBudget. Each step's
+	// deadline is a share of it, counted from now (the signal), so the
+	// steps cannot add up past it.
+	stopping := time.Now()
+	drain := drainTime(cfg.ShutdownTimeout)
+	logf("shutting down: draining in-flight requests (up to %v)", drain)
+	// The live stream closes its WebSocket clients (going away) while the
+	// proxy drains, not after.
+	stopLive()
 	// Shutdown needs a fresh context: ctx is already cancelled.
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	sctx, cancel := context.WithDeadline(context.Background(), stopping.Add(drain))
 	defer cancel()
-	logf("shutting down: draining in-flight requests")
-	if err := proxySrv.Shutdown(sctx); err != nil {
-		logf("shutdown: proxy: %v", err)
-	}
-	adminSrv.Shutdown(sctx)
+	var drained sync.WaitGroup
+	drained.Go(func() {
+		if err := proxySrv.Shutdown(sctx); err != nil {
+			logf("shutdown: proxy: %v: cutting the requests still in flight", err)
+			proxySrv.Close()
+		}
+	})
+	drained.Go(func() {
+		if adminSrv.Shutdown(sctx) != nil {
+			adminSrv.Close()
+		}
+	})
+	drained.Wait()
 	stopBG()
-	wg.Wait()
-	// Flushing gets its own short budget: the drain may have used all of
-	// the shutdown timeout, and usage must still land (SPEC: exit within 10 s).
-	fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// The last flush gets what is left of the budget, and at least
+	// minLastFlush; the background work (stopping, normally within
+	// milliseconds) may not eat into that.
+	flushBy := stopping.Add(shutdownBudget - exitReserve)
+	if least := time.Now().Add(minLastFlush); flushBy.Before(least) {
+		flushBy = least
+	}
+	waitBy := time.Now().Add(time.Second)
+	if last := flushBy.Add(-minLastFlush); last.Before(waitBy) {
+		waitBy = last
+	}
+	if !within(waitBy, wg.Wait) {
+		logf("shutdown: background work has not stopped yet; flushing anyway")
+	}
+	fctx, fcancel := context.WithDeadline(context.Background(), flushBy)
 	defer fcancel()
-	usageErr := recorder.Flush(fctx)
-	if usageErr == nil {
-		// The usage is written: no other replica need resync after this one.
-		if err := recorder.Leave(fctx); err != nil {
-			logf("shutdown: %v", err)
+	flushLast(fctx, recorder, journal, counters != nil, logf)
+	// Closing a pool whose database hangs waits for each connection a
+	// cancelled write left behind (pgx: up to 15 s); nothing is left to
+	// write, so the exit does not wait that long.
+	ledgerOpen = false
+	if !within(flushBy.Add(closeTime), led.close) {
+		logf("shutdown: the ledger's connections did not close in time; exiting without them")
+	}
+	return runErr
+}
+
+// The shutdown's budget (SPEC §4: SIGTERM to exit within 10 s), and its
+// shares.
+const (
+	shutdownBudget = 10 * time.Second
+	// lastFlushReserve is the part of the budget the drain may not take
+	// (shutdown_timeout is cut to the rest): for the last flush, closing
+	// the stores and exiting.
+	lastFlushReserve = 2 * time.Second
+	// exitReserve is the part of the budget the last flush may not take:
+	// for closing the stores and exiting.
+	exitReserve = 750 * time.Millisecond
+	// closeTime is the longest wait for the ledger to close after the
+	// last flush (the rest of exitReserve is for exiting).
+	closeTime = 500 * time.Millisecond
+	// minLastFlush is the least time the last flush gets.
+	minLastFlush = 500 * time.Millisecond
+)
+
+// drainTime is how long in-flight requests may drain: shutdown_timeout,
+// but no more than the budget leaves.
+func drainTime(shutdownTimeout time.Duration) time.Duration {
+	return min(shutdownTimeout, shutdownBudget-lastFlushReserve)
+}
+
+// within runs f, waits for it until t, and reports whether it returned.
+// One that did not goes on in the background.
+func within(t time.Time, f func()) bool {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-done:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
+
+// flushLast writes to the ledger what it has not got yet, quota usage and
+// the journal side by side, within ctx. A failure is logged, loudly, with
+// what was not written and where it still is, and does not fail the
+// shutdown: SPEC §4 asks for exit 0 within 10 s, and the process could
+// not do better by waiting. shared says the hot path is Redis, which
+// still holds every counter: this replica then leaves its heartbeat in
+// place (Leave only after a flush that succeeded), so another replica
+// resyncs after it, or the next start does.
+func flushLast(ctx context.Context, r *quota.Recorder, j *quota.Journal, shared bool, logf func(string, ...any)) {
+	var usageErr, journalErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if usageErr = r.Flush(ctx); usageErr != nil {
+			return
+		}
+		// The usage is written: no other replica need resync after this
+		// one. Redis's client may hold on past ctx (its own timeouts).
+		left := make(chan error, 1)
+		go func() { left <- r.Leave(ctx) }()
+		select {
+		case err := <-left:
+			if err != nil {
+				logf("shutdown: %v (another replica will resync after this one, and find nothing new)", err)
+			}
+		case <-ctx.Done():
+			logf("shutdown: Redis did not take this replica's leave in time (another replica will resync after this one, and find nothing new)")
+		}
+	})
+	wg.Go(func() { journalErr = j.Flush(ctx) })
+	wg.Wait()
+	if usageErr != nil {
+		n := r.Stats().Pending
+		if shared {
+			logf("shutdown: QUOTA USAGE NOT WRITTEN to the ledger: %d quota counters (%v). Redis still holds them: "+
+				"another replica resyncs them to the ledger within about 40 s once it takes writes, or the next start does", n, usageErr)
+		} else {
+			logf("shutdown: QUOTA USAGE LOST: %d quota counters not written to the ledger (%v); the in-process hot path ends with this process", n, usageErr)
 		}
 	}
-	if err := errors.Join(usageErr, journal.Flush(fctx)); err != nil {
-		return errors.Join(runErr, fmt.Errorf("flush usage at shutdown: %w", err))
+	if journalErr != nil {
+		s := j.Stats()
+		logf("shutdown: VIOLATIONS AND ROLL-UPS LOST: %d violations and %d roll-up rows not written to the ledger (%v)", s.PendingViolations, s.PendingRollups, journalErr)
 	}
-	logf("shutdown complete: quota usage flushed")
-	return runErr
+	if usageErr == nil && journalErr == nil {
+		logf("shutdown complete: quota usage flushed")
+		return
+	}
+	logf("shutdown complete, with the ledger behind (above)")
 }
 
 // policyState builds the proxy's settings from the config file and the
