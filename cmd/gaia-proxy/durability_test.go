@@ -500,17 +500,24 @@ func startMigrated(t *testing.T, file string) *instance {
 	return start(t, file)
 }
 
+// postgresRelay puts a relay before the test's PostgreSQL, and returns it
+// and dbURL (a URL of that PostgreSQL) going through it.
+func postgresRelay(t *testing.T, dbURL string) (*relay.Relay, string) {
+	t.Helper()
+	addr := strings.SplitN(strings.TrimPrefix(testenv.DatabaseURL(t), "postgres://"), "/", 2)[0]
+	if _, host, ok := strings.Cut(addr, "@"); ok {
+		addr = host
+	}
+	rl := relay.New(t, addr)
+	return rl, strings.Replace(dbURL, addr, rl.Addr(), 1)
+}
+
 // TestPostgresOutage cuts PostgreSQL away under load: no 5xx, /health
 // degraded then ok, and every write lands after it returns.
 func TestPostgresOutage(t *testing.T) {
 	redisURL := testenv.RedisURL(t)
 	dbURL := testenv.Schema(t)
-	pgAddr := strings.SplitN(strings.TrimPrefix(testenv.DatabaseURL(t), "postgres://"), "/", 2)[0]
-	if _, host, ok := strings.Cut(pgAddr, "@"); ok {
-		pgAddr = host
-	}
-	rl := relay.New(t, pgAddr)
-	relayed := strings.Replace(dbURL, pgAddr, rl.Addr(), 1)
+	rl, relayed := postgresRelay(t, dbURL)
 
 	up := newUpstream(t)
 	file := durableFile(t, up, "127.0.0.1:0", redisURL, relayed, "100ms", 1000000)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/gaia-proxy/gaia-proxy/internal/relay"
 	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
 )
 
@@ -107,12 +106,8 @@ func TestClusterWideViews(t *testing.T) {
 // passes, then fails naming the database once PostgreSQL is cut away.
 func TestVerifyDatabaseCut(t *testing.T) {
 	dbURL := testenv.Schema(t)
-	pgAddr := strings.SplitN(strings.TrimPrefix(testenv.DatabaseURL(t), "postgres://"), "/", 2)[0]
-	if _, host, ok := strings.Cut(pgAddr, "@"); ok {
-		pgAddr = host
-	}
-	rl := relay.New(t, pgAddr)
-	a, _ := twoReplicas(t, strings.Replace(dbURL, pgAddr, rl.Addr(), 1))
+	rl, relayed := postgresRelay(t, dbURL)
+	a, _ := twoReplicas(t, relayed)
 
 	var out bytes.Buffer
 	args := []string{"verify", "--admin", a.admin, "--proxy", a.proxy}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/gaia-proxy/gaia-proxy/internal/relay"
 	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
 )
 
@@ -24,16 +23,12 @@ import (
 func TestSIGTERMWithinBudget(t *testing.T) {
 	redisURL := testenv.RedisURL(t)
 	dbURL := testenv.Schema(t)
-	pgAddr := strings.SplitN(strings.TrimPrefix(testenv.DatabaseURL(t), "postgres://"), "/", 2)[0]
-	if _, host, ok := strings.Cut(pgAddr, "@"); ok {
-		pgAddr = host
-	}
-	rl := relay.New(t, pgAddr)
+	rl, relayed := postgresRelay(t, dbURL)
 	up := newUpstream(t)
 	dir := t.TempDir()
 	// The in-flight request must outlast the drain without timing out.
 	text := strings.NewReplacer("LISTEN", "127.0.0.1:0", "REDISURL", redisURL, "PREFIX", testenv.Prefix(t),
-		"DBURL", strings.Replace(dbURL, pgAddr, rl.Addr(), 1), "FLUSH", "100ms", "QUOTA", "1000000",
+		"DBURL", relayed, "FLUSH", "100ms", "QUOTA", "1000000",
 		"upstream_timeout: 10s", "upstream_timeout: 60s").Replace(durableConfig)
 	file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)
 	var out strings.Builder
