@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gaia-proxy/gaia-proxy/internal/credential"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 )
 
@@ -170,6 +171,12 @@ func CheckSubject(subject string) error {
 	case id == "" || (kind != "key" && kind != "user" && kind != "plan"):
 		// At most 64 characters of it: the message may go back to a client.
 		return invalid("subject", "must be key:<id>, user:<id> or plan:<name>, got %.64q", subject)
+	case kind == "user":
+		// An id the proxy would never take from a user header names no
+		// one it could meet.
+		if err := credential.CheckUserID(id); err != nil {
+			return invalid("subject", "user id %s", err)
+		}
 	}
 	return nil
 }

@@ -58,3 +58,33 @@ func TestDecodeList(t *testing.T) {
 		t.Errorf("DecodeLimits([]) = %#v, %v, want empty (none)", specs, err)
 	}
 }
+
+// TestCheckSubject: a user subject follows the proxy's rule for user ids
+// (internal/credential), so no rule names a user the proxy could never
+// meet.
+func TestCheckSubject(t *testing.T) {
+	long := make([]byte, 257)
+	for i := range long {
+		long[i] = 'u'
+	}
+	for _, tc := range []struct {
+		subject string
+		ok      bool
+	}{
+		{"user:alice", true},
+		{"user:josé", true},
+		{"user:Alice Smith", true},
+		{"user:" + string(long[:256]), true},
+		{"key:acme-prod", true},
+		{"plan:free", true},
+		{"user:" + string(long), false},
+		{"user: alice", false},
+		{"user:a\tb", false},
+		{"user:", false},
+		{"team:x", false},
+	} {
+		if err := quota.CheckSubject(tc.subject); (err == nil) != tc.ok {
+			t.Errorf("CheckSubject(%.40q): %v, want ok %v", tc.subject, err, tc.ok)
+		}
+	}
+}
