@@ -65,6 +65,12 @@ type Options struct {
 	// violations and roll-ups (quota/pgstore or quota/boltstore). Nil
 	// disables the endpoints that need it (501).
 	Store Store
+	// Auditor records the audit log's entries, queueing those Store
+	// cannot take at once (the proxy's *quota.Journal), so that a change
+	// made while the database is away is recorded when it returns. Nil
+	// means Store.Audit, and an entry it fails to write is logged and
+	// lost.
+	Auditor Auditor
 	// RulesChanged is called after a runtime rule changed through the
 	// API, so that this replica applies it at once; other replicas hear
 	// of it through the store (WatchRules). Nil means nothing is called.
@@ -91,6 +97,7 @@ type Server struct {
 	policy       func() *limiter.Policy
 	lim          Limiter
 	store        Store
+	auditor      Auditor
 	rulesChanged func()
 	rankings     usageRankings // of the usage list, behind its cursors
 
@@ -114,6 +121,7 @@ func New(o *Options) *Server {
 		policy:       o.Policy,
 		lim:          o.Limiter,
 		store:        o.Store,
+		auditor:      o.Auditor,
 		rulesChanged: o.RulesChanged,
 	}
 	if s.logf == nil {

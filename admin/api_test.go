@@ -153,6 +153,7 @@ type apiEnv struct {
 	store    backend
 	hot      func() limiter.Store // a new, empty hot path
 	recorder *quota.Recorder
+	journal  *quota.Journal // the Auditor, as in cmd
 	lim      *limiter.Limiter
 	policy   atomic.Pointer[limiter.Policy]
 	changes  atomic.Int64 // RulesChanged calls
@@ -174,6 +175,7 @@ func newAPIOn(t testing.TB, store backend, hot func() limiter.Store, clock *stor
 	t.Helper()
 	e := &apiEnv{t: t, ctx: context.Background(), clock: clock, store: store, hot: hot}
 	e.recorder = quota.NewRecorder(store, &quota.RecorderOptions{Now: e.clock.Now, Logf: t.Logf})
+	e.journal = quota.NewJournal(store, &quota.JournalOptions{Replica: "test", Now: e.clock.Now, Logf: t.Logf})
 	e.lim = limiter.New(hot(), &limiter.Options{Ledger: e.recorder, Logf: t.Logf, Timeout: -1})
 	pol, err := limiter.NewPolicy(policyConfig())
 	if err != nil {
@@ -189,7 +191,7 @@ func newAPIOn(t testing.TB, store backend, hot func() limiter.Store, clock *stor
 func newServer(e *apiEnv) *admin.Server {
 	return admin.New(&admin.Options{
 		Logf: e.t.Logf, Now: e.clock.Now, Token: e.token,
-		Policy: e.policy.Load, Limiter: e.lim, Store: e.store,
+		Policy: e.policy.Load, Limiter: e.lim, Store: e.store, Auditor: e.journal,
 		RulesChanged: func() { e.changes.Add(1) },
 	})
 }

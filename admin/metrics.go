@@ -139,8 +139,8 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 	if f := o.Journal; f != nil {
 		ledgers = append(ledgers, ledger{"journal",
 			func() float64 { return f().Lag.Seconds() },
-			func() float64 { s := f(); return float64(s.PendingViolations + s.PendingRollups) },
-			func() float64 { s := f(); return float64(s.DroppedViolations + s.DroppedRollups) },
+			func() float64 { s := f(); return float64(s.PendingViolations + s.PendingRollups + s.PendingAudits) },
+			func() float64 { s := f(); return float64(s.DroppedViolations + s.DroppedRollups + s.DroppedAudits) },
 			func() float64 { return float64(f().Errors) },
 			func() bool { return f().Healthy }})
 	}
@@ -148,7 +148,7 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 		labels := prometheus.Labels{"ledger": l.name}
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gaia_ledger_lag_seconds", ConstLabels: labels,
-				Help: "Age of the oldest change not yet written to the durable ledger (usage: quota counters; journal: violations and roll-ups)."}, l.lag),
+				Help: "Age of the oldest change not yet written to the durable ledger (usage: quota counters; journal: violations, roll-ups and audit entries)."}, l.lag),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gaia_ledger_queue", ConstLabels: labels,
 				Help: "Changes waiting to be written to the durable ledger."}, l.queue),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gaia_ledger_dropped_total", ConstLabels: labels,

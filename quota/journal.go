@@ -158,6 +158,10 @@ type JournalOptions struct {
 	// all, and the newest minutes are kept. Zero means 100000 (about
 	// 30 MB), which a database writing 50k rows a second lands in 2 s.
 	MaxRollups int
+	// MaxAudits bounds the audit entries waiting to be written (see
+	// Audit); beyond it an entry is dropped, counted and logged. Zero
+	// means 1000.
+	MaxAudits int
 	// WriteTimeout bounds one store write. Zero means 10s.
 	WriteTimeout time.Duration
 	// Logf receives operational logs. Nil means log.Printf.
@@ -177,6 +181,10 @@ type JournalStats struct {
 	// DroppedRollups counts roll-up rows of minutes dropped from a full
 	// backlog.
 	DroppedRollups uint64
+	// PendingAudits are audit entries queued and not yet written.
+	PendingAudits int
+	// DroppedAudits counts audit entries refused by a full buffer.
+	DroppedAudits uint64
 	// LastFlush is when the last successful flush ended; zero before it.
 	LastFlush time.Time
 	// Lag is the age of the oldest change not yet written; zero when
@@ -234,7 +242,9 @@ func (r *rollupRow) rollup(replica string) Rollup {
 // violations, and per-minute roll-ups of every limited request. Record
 // updates memory; Run writes to the JournalStore every FlushInterval.
 // Roll-ups are written as this replica's absolute counts, so a failed
-// write is simply retried with the newer counts. Safe for concurrent use.
+// write is simply retried with the newer counts. It also carries the
+// audit log's entries that the store could not take at once (see Audit).
+// Safe for concurrent use.
 type Journal struct {
 	store JournalStore
 	o     JournalOptions
@@ -256,11 +266,17 @@ type Journal struct {
 	rfull    bool   // dropping roll-ups: logged once per episode
 	rlost    uint64 // roll-up rows dropped in this episode
 	rdropped uint64 // roll-up rows dropped
+
+	astore   AuditStore   // nil when the store keeps no audit log
+	audits   []AuditEntry // queued, oldest first
+	nAFlying int          // audit entries being written
+	adropped uint64       // audit entries dropped
 }
 
 // NewJournal returns a Journal writing to store; o may be nil.
 func NewJournal(store JournalStore, o *JournalOptions) *Journal {
 	j := &Journal{store: store, mins: map[int64]*minuteRows{}}
+	j.astore, _ = store.(AuditStore)
 	if o != nil {
 		j.o = *o
 	}
@@ -279,7 +295,10 @@ func NewJournal(store JournalStore, o *JournalOptions) *Journal {
 	if j.o.MaxRollups <= 0 {
 		j.o.MaxRollups = 100000
 	}
-	j.f = newFlushing(flushText{what: "journal", pending: "violations and roll-ups", held: "violations", drops: "violations"}, j.o.FlushInterval, j.o.WriteTimeout, j.o.Logf, j.o.Now)
+	if j.o.MaxAudits <= 0 {
+		j.o.MaxAudits = 1000
+	}
+	j.f = newFlushing(flushText{what: "journal", pending: "violations, roll-ups and audit entries", held: "violations", drops: "violations"}, j.o.FlushInterval, j.o.WriteTimeout, j.o.Logf, j.o.Now)
 	return j
 }
 
@@ -306,7 +325,7 @@ func (j *Journal) Record(e Event) {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.nPending == 0 && len(j.viols)+j.nFlying == 0 {
+	if j.idle() {
 		j.since = j.f.now()
 	}
 	start := max(t.Unix()-mod(t.Unix(), 60), j.floor)
@@ -381,6 +400,59 @@ func (j *Journal) dropOldest() {
 	}
 }
 
+// idle reports that nothing is pending; j.mu is held.
+func (j *Journal) idle() bool {
+	return j.nPending == 0 && len(j.viols)+j.nFlying == 0 && len(j.audits)+j.nAFlying == 0
+}
+
+// auditWait bounds Audit's own write, which a request waits for: a store
+// slower than that gets the entry from the queue.
+const auditWait = 2 * time.Second
+
+// Audit writes e to the audit log (SPEC §5: admin changes are audited).
+// When no entry waits before it and writes are not failing, it writes e
+// at once, within ctx and at most auditWait; otherwise, or when that
+// write fails, it queues e, and Flush writes the queue, oldest first,
+// the failed entry included, until a write succeeds: an entry made while
+// the store is away lands when it returns (or at shutdown's last Flush).
+// The queue holds MaxAudits entries; beyond it e is dropped, counted in
+// DroppedAudits and returned as an error, as it is when the store keeps
+// no audit log. Strings reach the store cleaned, as in Record, and At
+// (now when zero) to the microsecond.
+func (j *Journal) Audit(ctx context.Context, e AuditEntry) error {
+	if j.astore == nil {
+		return fmt.Errorf("quota: journal: audit %s %s by %s: the store keeps no audit log", e.Action, e.Subject, e.Actor)
+	}
+	e = cleanAudit(e, j.f.now)
+	j.mu.Lock()
+	direct := len(j.audits)+j.nAFlying == 0 && !j.f.failed // else e would pass entries queued before it
+	j.mu.Unlock()
+	if direct {
+		wctx, cancel := context.WithTimeout(ctx, min(auditWait, j.f.timeout))
+		err := j.astore.WriteAudit(wctx, []AuditEntry{e})
+		cancel()
+		if err == nil {
+			return nil
+		}
+		j.f.logf("%s: audit entry %s %s by %s not written (%v): queued, it is written when the store takes writes again", j.f.what, e.Action, e.Subject, e.Actor, err)
+		err = fmt.Errorf("quota: journal: %w", err)
+		j.mu.Lock()
+		j.f.result(ctx, err, nil) // failing: later entries queue behind it, and Flush retries every second
+		j.mu.Unlock()
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if n := len(j.audits) + j.nAFlying; n >= j.o.MaxAudits {
+		j.adropped++
+		return fmt.Errorf("quota: journal: audit buffer full (%d entries waiting for the store): %s %s by %s dropped", n, e.Action, e.Subject, e.Actor)
+	}
+	if j.idle() {
+		j.since = j.f.now()
+	}
+	j.audits = append(j.audits, e)
+	return nil
+}
+
 // forget removes minute m; j.mu is held.
 func (j *Journal) forget(m *minuteRows) {
 	delete(j.mins, m.start)
@@ -448,19 +520,22 @@ func mod(a, b int64) int64 { return ((a % b) + b) % b }
 // the next tick. At shutdown, call Flush after Run returns.
 func (j *Journal) Run(ctx context.Context) { j.f.run(ctx, j.Flush) }
 
-// Flush writes the violations buffered and the roll-up rows changed
-// since the last write, with their absolute counts, then forgets written
-// minutes older than the two before the current one. A backlog is
-// written in chunks of writeChunk rows, each copied when its turn comes,
-// copyBatch rows per hold of the lock Record takes, so Record never
-// waits long. On error, what was not written stays pending for the next
-// flush.
+// Flush writes the audit entries queued, the violations buffered and
+// the roll-up rows changed since the last write, with their absolute
+// counts, then forgets written minutes older than the two before the
+// current one. A backlog is written in chunks of writeChunk rows, each
+// copied when its turn comes, copyBatch rows per hold of the lock Record
+// takes, so Record never waits long. On error, what was not written
+// stays pending for the next flush.
 func (j *Journal) Flush(ctx context.Context) error {
 	j.flushMu.Lock()
 	defer j.flushMu.Unlock()
 
 	start := j.f.now()
 	j.mu.Lock()
+	audits := j.audits
+	j.audits = nil
+	j.nAFlying = len(audits)
 	viols := j.viols
 	j.viols, j.spare = j.spare[:0], nil
 	j.nFlying = len(viols)
@@ -484,6 +559,8 @@ func (j *Journal) Flush(ctx context.Context) error {
 		}
 		return nil
 	}
+	// Audit entries first: few, and the ones that matter most.
+	aerr := write("audit entries", len(audits), func(ctx context.Context) error { return j.astore.WriteAudit(ctx, audits) })
 	var verr error
 	for i := 0; i < len(viols) && verr == nil; i += writeChunk {
 		vs := viols[i:min(i+writeChunk, len(viols))]
@@ -517,13 +594,16 @@ func (j *Journal) Flush(ctx context.Context) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	defer j.evict()
-	j.nFlying = 0
+	j.nFlying, j.nAFlying = 0, 0
+	if aerr != nil { // older than those queued since: first
+		j.audits = append(audits, j.audits...)
+	}
 	if verr != nil { // older than those recorded since: first
 		viols, j.viols = j.viols, append(viols, j.viols...)
 		clear(viols)
 	}
 	j.spare = viols[:0]
-	if err := errors.Join(verr, rerr); err != nil {
+	if err := errors.Join(aerr, verr, rerr); err != nil {
 		err = fmt.Errorf("quota: journal: %w", err)
 		j.f.result(ctx, err, nil)
 		return err
@@ -534,7 +614,12 @@ func (j *Journal) Flush(ctx context.Context) error {
 		j.f.logf("%s roll-up backlog drained: %d roll-up rows were dropped while it was full", j.f.what, j.rlost)
 		j.rlost = 0
 	}
-	j.f.result(ctx, nil, func() string { return fmt.Sprintf("%d violations and %d roll-ups written", nv, nr) })
+	j.f.result(ctx, nil, func() string {
+		if len(audits) > 0 {
+			return fmt.Sprintf("%d audit entries, %d violations and %d roll-ups written", len(audits), nv, nr)
+		}
+		return fmt.Sprintf("%d violations and %d roll-ups written", nv, nr)
+	})
 	return nil
 }
 
@@ -603,8 +688,9 @@ func (j *Journal) Stats() JournalStats {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	s := JournalStats{PendingViolations: len(j.viols) + j.nFlying, PendingRollups: j.nPending, DroppedViolations: j.f.dropped,
-		DroppedRollups: j.rdropped, LastFlush: j.f.last, Healthy: !j.f.failed, Errors: j.f.errors}
-	if s.PendingViolations+s.PendingRollups > 0 {
+		DroppedRollups: j.rdropped, PendingAudits: len(j.audits) + j.nAFlying, DroppedAudits: j.adropped,
+		LastFlush: j.f.last, Healthy: !j.f.failed, Errors: j.f.errors}
+	if !j.idle() {
 		s.Lag = j.f.now().Sub(j.since)
 	}
 	return s

@@ -185,6 +185,7 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 		Policy:       func() *limiter.Policy { return px.Settings().Policy },
 		Limiter:      lim,
 		Store:        led.admin,
+		Auditor:      journal,
 		RulesChanged: signalTo(pol.rulesChanged),
 		Metrics:      metrics,
 		Stream:       admin.StreamOptions{Bus: liveBus(cfg, hot, led, logf), Replica: journal.Replica()},
@@ -375,7 +376,8 @@ func flushLast(ctx context.Context, r *quota.Recorder, j *quota.Journal, shared 
 	}
 	if journalErr != nil {
 		s := j.Stats()
-		logf("shutdown: VIOLATIONS AND ROLL-UPS LOST: %d violations and %d roll-up rows not written to the ledger (%v)", s.PendingViolations, s.PendingRollups, journalErr)
+		logf("shutdown: VIOLATIONS, ROLL-UPS AND AUDIT ENTRIES LOST: %d violations, %d roll-up rows and %d audit entries not written to the ledger (%v)",
+			s.PendingViolations, s.PendingRollups, s.PendingAudits, journalErr)
 	}
 	if usageErr == nil && journalErr == nil {
 		logf("shutdown complete: quota usage flushed")
@@ -587,7 +589,7 @@ func ledgerCheck(led *ledger, r *quota.Recorder, j *quota.Journal) admin.Checker
 			problems = append(problems, "unreachable: "+err.Error())
 		}
 		if !rs.Healthy || !js.Healthy {
-			problems = append(problems, fmt.Sprintf("writes failing: %d quota counters and %d violations queued", rs.Pending, js.PendingViolations))
+			problems = append(problems, fmt.Sprintf("writes failing: %d quota counters, %d violations and %d audit entries queued", rs.Pending, js.PendingViolations, js.PendingAudits))
 		}
 		if len(problems) > 0 {
 			c.Status, c.Error = admin.StatusDegraded, strings.Join(problems, "; ")

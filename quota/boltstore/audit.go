@@ -47,6 +47,43 @@ func (s *Store) Audit(ctx context.Context, actor, action, subject string, detail
 	return nil
 }
 
+// WriteAudit stores entries in one transaction, in order, each with its
+// At. A failed write stores none of them, so a retry stores each once.
+// See quota.AuditStore.
+func (s *Store) WriteAudit(ctx context.Context, entries []quota.AuditEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("boltstore: write %d audit entries: %w", len(entries), err)
+	}
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket([]byte(auditBucket))
+		for _, e := range entries {
+			id, err := b.NextSequence()
+			if err != nil {
+				return err
+			}
+			e.ID, e.At = int64(id), e.At.UTC().Truncate(time.Microsecond)
+			if len(e.Detail) == 0 {
+				e.Detail = json.RawMessage("{}")
+			}
+			v, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(binary.BigEndian.AppendUint64(nil, id), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("boltstore: write %d audit entries: %w", len(entries), err)
+	}
+	return nil
+}
+
 // AuditLog returns the latest limit entries of the audit log, newest
 // first. A limit below 1 or above quota.MaxAuditLog means
 // quota.MaxAuditLog.

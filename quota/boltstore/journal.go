@@ -83,6 +83,7 @@ func decodeRollup(k, v []byte) (quota.Rollup, error) {
 var (
 	_ quota.JournalStore  = (*Store)(nil)
 	_ quota.JournalReader = (*Store)(nil)
+	_ quota.AuditStore    = (*Store)(nil)
 )
 
 // WriteViolations stores vs in one transaction, skipping those already

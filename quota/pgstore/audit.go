@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -20,6 +21,37 @@ func (s *Store) Audit(ctx context.Context, actor, action, subject string, detail
 		actor, action, subject, d)
 	if err != nil {
 		return fmt.Errorf("pgstore: audit %s: %w", action, err)
+	}
+	return nil
+}
+
+// WriteAudit stores entries in one statement, in order, each with its
+// At; an entry equal to one already stored (At, Actor, Action, Subject
+// and Detail) is skipped, so a write retried after its answer was lost
+// stores it once. See quota.AuditStore.
+func (s *Store) WriteAudit(ctx context.Context, entries []quota.AuditEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	n := len(entries)
+	ats, actors, actions, subjects, details := make([]time.Time, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, e := range entries {
+		ats[i], actors[i], actions[i], subjects[i], details[i] = e.At, e.Actor, e.Action, e.Subject, string(e.Detail)
+		if len(e.Detail) == 0 {
+			details[i] = "{}"
+		}
+	}
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO audit_log (at, actor, action, subject, detail)
+		SELECT e.at, e.actor, e.action, e.subject, e.detail::jsonb
+		FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
+			AS e(at, actor, action, subject, detail, n)
+		WHERE NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.at = e.at AND a.actor = e.actor
+			AND a.action = e.action AND a.subject = e.subject AND a.detail = e.detail::jsonb)
+		ORDER BY e.n`,
+		ats, actors, actions, subjects, details)
+	if err != nil {
+		return fmt.Errorf("pgstore: write %d audit entries: %w", n, err)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 var (
 	_ quota.JournalStore  = (*Store)(nil)
 	_ quota.JournalReader = (*Store)(nil)
+	_ quota.AuditStore    = (*Store)(nil)
 )
 
 // kinds maps violations.kind to Outcome.

@@ -18,8 +18,9 @@ type Audit interface {
 
 // RunAudit runs the audit log contract: entries come back newest first,
 // with their detail as JSON ({} for none), their time in UTC, and
-// increasing ids. newStore returns an empty store for one subtest and
-// registers its cleanup with t.
+// increasing ids; a store that is a quota.AuditStore keeps the order
+// and the times of the entries WriteAudit is given. newStore returns an
+// empty store for one subtest and registers its cleanup with t.
 func RunAudit(t *testing.T, newStore func(t *testing.T) Audit) {
 	ctx := context.Background()
 	s := newStore(t)
@@ -65,6 +66,39 @@ func RunAudit(t *testing.T, newStore func(t *testing.T) Audit) {
 		}
 		if _, err := json.Marshal(e); err != nil {
 			t.Errorf("entry %d does not encode: %v", i, err)
+		}
+	}
+
+	as, ok := s.(quota.AuditStore)
+	if !ok {
+		return
+	}
+	// Entries queued while the store was away: written later, in order,
+	// each at the time of its change.
+	then := time.Now().Add(-time.Hour).UTC().Truncate(time.Microsecond)
+	var queued []quota.AuditEntry
+	for i, sub := range []string{"key:k1", "key:k2"} {
+		e, err := quota.NewAuditEntry(then.Add(time.Duration(i)*time.Second), "admin@127.0.0.1", "quota.reset", sub, map[string]any{"limits": []string{"daily"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, e)
+	}
+	if err := as.WriteAudit(ctx, queued); err != nil {
+		t.Fatalf("WriteAudit: %v", err)
+	}
+	if err := as.WriteAudit(ctx, nil); err != nil {
+		t.Errorf("WriteAudit of nothing: %v", err)
+	}
+	got, err = s.AuditLog(ctx, 3)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("AuditLog(3) after WriteAudit: got %d entries, %v, want 3", len(got), err)
+	}
+	for i, w := range []quota.AuditEntry{queued[1], queued[0]} {
+		e := got[i]
+		if e.Action != w.Action || e.Subject != w.Subject || e.Actor != w.Actor || !e.At.Equal(w.At) || e.At.Location() != time.UTC ||
+			!sameJSON(e.Detail, string(w.Detail)) || e.ID <= all[0].ID {
+			t.Errorf("entry %d after WriteAudit: got %+v (detail %s), want %+v (detail %s) with a new id", i, e, e.Detail, w, w.Detail)
 		}
 	}
 }
