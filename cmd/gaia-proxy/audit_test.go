@@ -16,21 +16,14 @@ import (
 // of key:k, read from PostgreSQL directly (dbURL, not the relay).
 func auditResets(t *testing.T, dbURL string) []time.Time {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT at FROM audit_log WHERE action = 'quota.reset' AND subject = 'key:k' ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ats, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
-	if err != nil {
-		t.Fatal(err)
-	}
+	var ats []time.Time
+	inDatabase(t, dbURL, func(ctx context.Context, conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT at FROM audit_log WHERE action = 'quota.reset' AND subject = 'key:k' ORDER BY id`)
+		if err == nil {
+			ats, err = pgx.CollectRows(rows, pgx.RowTo[time.Time])
+		}
+		return err
+	})
 	return ats
 }
 

@@ -60,8 +60,9 @@ func durableFile(t *testing.T, up *upstream, listen, redisURL, dbURL, flush stri
 	return writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)
 }
 
-// ledgerUsed reads the key's daily usage from the PostgreSQL ledger.
-func ledgerUsed(t *testing.T, dbURL string) int64 {
+// inDatabase runs f on a connection of its own to dbURL, within 5 s,
+// and fails the test on an error.
+func inDatabase(t *testing.T, dbURL string, f func(ctx context.Context, conn *pgx.Conn) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -70,11 +71,18 @@ func ledgerUsed(t *testing.T, dbURL string) int64 {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var used int64
-	err = conn.QueryRow(ctx, `SELECT coalesce(sum(used), 0) FROM quota_usage WHERE counter LIKE '%key:k/qdaily'`).Scan(&used)
-	if err != nil {
+	if err := f(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ledgerUsed reads the key's daily usage from the PostgreSQL ledger.
+func ledgerUsed(t *testing.T, dbURL string) int64 {
+	t.Helper()
+	var used int64
+	inDatabase(t, dbURL, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT coalesce(sum(used), 0) FROM quota_usage WHERE counter LIKE '%key:k/qdaily'`).Scan(&used)
+	})
 	return used
 }
 
