@@ -182,27 +182,40 @@ var (
 // of its object as decodeObject's are; JSON that is not well formed is
 // left to the decoder, which says where.
 func checkKeys(data []byte, t reflect.Type, path string) error {
-	w := keyWalker{dec: json.NewDecoder(bytes.NewReader(data))}
+	w := keyWalker{dec: json.NewDecoder(bytes.NewReader(data)), root: path}
 	w.dec.UseNumber() // any number is a token, 1e400 too
-	if err := w.value(t, path); err != nil {
-		return nil // not well formed: the decoder's error says where
+	switch err := w.value(t); {
+	case err == errRefused && json.Valid(data), err == nil:
+		return w.refused
 	}
-	return w.refused
+	return nil // not well formed: the decoder's error says where
 }
+
+// errRefused stops a walk at the first key refused.
+var errRefused = errors.New("json: key refused")
 
 // keyWalker reads a JSON value token by token, checking its object keys
 // against the Go type it decodes into.
 type keyWalker struct {
 	dec     *json.Decoder
 	depth   int
-	refused error // the first key refused
+	root    string    // the path of the value walked, as decodeObject names it
+	path    []pathSeg // from root to the value being walked
+	refused error     // the key refused
+}
+
+// pathSeg is a step of a path: an object's key, or a list's index. The
+// path is spelled out only for a key refused: a deep body must not cost
+// a string per level per value.
+type pathSeg struct {
+	key   string
+	index int // when key is ""
 }
 
 // value walks the next value, which decodes into t (nil: into anything),
-// at path. It returns the tokenizer's error only: a key it refuses is
-// kept in w.refused, and the walk goes on to check the JSON is well
-// formed.
-func (w *keyWalker) value(t reflect.Type, path string) error {
+// at w.path. It returns the tokenizer's error, or errRefused at the
+// first key refused (kept in w.refused).
+func (w *keyWalker) value(t reflect.Type) error {
 	tok, err := w.dec.Token()
 	if err != nil {
 		return err
@@ -227,7 +240,10 @@ func (w *keyWalker) value(t reflect.Type, path string) error {
 			elem = t.Elem()
 		}
 		for i := 0; w.dec.More(); i++ {
-			if err := w.value(elem, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			w.path = append(w.path, pathSeg{index: i})
+			err := w.value(elem)
+			w.path = w.path[:len(w.path)-1]
+			if err != nil {
 				return err
 			}
 		}
@@ -250,16 +266,19 @@ func (w *keyWalker) value(t reflect.Type, path string) error {
 			vt := elem
 			switch {
 			case seen[key]:
-				w.refuse(path, "duplicate field %q", key)
+				return w.refuse("duplicate field %q", key)
 			case fields != nil:
 				f, ok := fields[key]
 				if !ok {
-					w.refuse(path, "unknown field %q", key)
+					return w.refuse("unknown field %q", key)
 				}
 				vt = f
 			}
 			seen[key] = true
-			if err := w.value(vt, strings.TrimPrefix(path+"."+key, ".")); err != nil {
+			w.path = append(w.path, pathSeg{key: key})
+			err = w.value(vt)
+			w.path = w.path[:len(w.path)-1]
+			if err != nil {
 				return err
 			}
 		}
@@ -268,16 +287,27 @@ func (w *keyWalker) value(t reflect.Type, path string) error {
 	return err
 }
 
-// refuse keeps the first key refused, in decodeObject's words.
-func (w *keyWalker) refuse(path, format, key string) {
-	if w.refused != nil {
-		return
+// refuse keeps key as the key refused, in decodeObject's words, naming
+// the object it is in by its path ("rate[0]"), and ends the walk.
+func (w *keyWalker) refuse(format, key string) error {
+	var b strings.Builder
+	b.WriteString(w.root)
+	for _, p := range w.path {
+		if p.key == "" {
+			fmt.Fprintf(&b, "[%d]", p.index)
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(p.key)
 	}
-	if path != "" {
+	if path := b.String(); path != "" {
 		w.refused = badRequest("%s: "+format, path, short(key))
 	} else {
 		w.refused = badRequest(format, short(key))
 	}
+	return errRefused
 }
 
 // decodedType returns the type encoding/json decodes a JSON object or
