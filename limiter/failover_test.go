@@ -674,10 +674,14 @@ type pingable struct {
 	*fake
 	down  *atomic.Bool
 	pings atomic.Int64
+	ping  func(ctx context.Context) error // when set, answers pings instead
 }
 
-func (p *pingable) Ping(context.Context) error {
+func (p *pingable) Ping(ctx context.Context) error {
 	p.pings.Add(1)
+	if p.ping != nil {
+		return p.ping(ctx)
+	}
 	if p.down.Load() {
 		return errDown
 	}
@@ -741,5 +745,26 @@ func TestCheckFollowsPrimary(t *testing.T) {
 	lim.Decide(t.Context(), limits, 1)
 	if s := lim.State(); s.Healthy {
 		t.Errorf("three failed decisions around a good ping: State %+v, want the breaker open", s)
+	}
+}
+
+// TestCheckCallerLeaving: a health check whose caller leaves during its
+// look says nothing about the store, and its cancelled ping does not
+// stand as the next callers' answer.
+func TestCheckCallerLeaving(t *testing.T) {
+	clock := storetest.NewClock(storetest.Start)
+	var down atomic.Bool
+	primary := &pingable{fake: switchable(clock.Now, &down), down: &down}
+	lim := limiter.New(primary, &limiter.Options{Name: "redis", FailureMode: limiter.FailureClosed, Now: clock.Now, Logf: t.Logf})
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	primary.ping = func(ctx context.Context) error { return ctx.Err() }
+	if s, err := lim.Check(gone); !s.Healthy || err != nil {
+		t.Fatalf("a caller that left: State %+v, %v; want healthy, no error", s, err)
+	}
+	primary.ping = nil
+	clock.Advance(500 * time.Millisecond)
+	if s, err := lim.Check(t.Context()); !s.Healthy || err != nil {
+		t.Fatalf("the next caller, within the second: State %+v, %v; want healthy, no error", s, err)
 	}
 }

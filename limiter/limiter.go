@@ -245,8 +245,13 @@ func (l *Limiter) Check(ctx context.Context) (State, error) {
 	l.checkMu.Lock()
 	defer l.checkMu.Unlock()
 	if now := l.br.now(); l.checkedAt.IsZero() || now.Sub(l.checkedAt) >= checkEvery || now.Before(l.checkedAt) {
-		l.checkedAt = now
-		l.checkErr = l.check(ctx)
+		err := l.check(ctx)
+		if ctx.Err() != nil {
+			// The caller left: that says nothing about the store, and
+			// must not stand for the next second's callers.
+			return l.State(), nil
+		}
+		l.checkedAt, l.checkErr = now, err
 	}
 	return l.State(), l.checkErr
 }
