@@ -435,13 +435,15 @@ func (j *Journal) Audit(ctx context.Context, e AuditEntry) error {
 			return nil
 		}
 		j.f.logf("%s: audit entry %s %s by %s not written (%v): queued, it is written when the store takes writes again", j.f.what, e.Action, e.Subject, e.Actor, err)
-		err = fmt.Errorf("quota: journal: %w", err)
 		j.mu.Lock()
-		j.f.result(ctx, err, nil) // failing: later entries queue behind it, and Flush retries every second
-		j.mu.Unlock()
+		defer j.mu.Unlock()
+		// Failing from now on, in the same hold of the lock as e joins the
+		// queue: an entry made meanwhile queues behind e, not before it.
+		j.f.result(ctx, fmt.Errorf("quota: journal: %w", err), nil)
+	} else {
+		j.mu.Lock()
+		defer j.mu.Unlock()
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
 	if n := len(j.audits) + j.nAFlying; n >= j.o.MaxAudits {
 		j.adropped++
 		return fmt.Errorf("quota: journal: audit buffer full (%d entries waiting for the store): %s %s by %s dropped", n, e.Action, e.Subject, e.Actor)
