@@ -141,7 +141,12 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	if err != nil {
 		return err
 	}
-	defer hot.close()
+	hotOpen := true // the shutdown closes it within its budget
+	defer func() {
+		if hotOpen {
+			hot.close()
+		}
+	}()
 	// On Redis, the ledger catches up with what Redis holds (a replica
 	// killed before its flush): the store lists its counters.
 	counters, _ := hot.store.(quota.CounterSource)
@@ -289,9 +294,16 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	// Closing a pool whose database hangs waits for each connection a
 	// cancelled write left behind (pgx: up to 15 s); nothing is left to
 	// write, so the exit does not wait that long.
-	ledgerOpen = false
-	if !within(flushBy.Add(closeTime), led.close) {
-		logf("shutdown: the ledger's connections did not close in time; exiting without them")
+	// Closing Redis's store waits for its workers and background undos,
+	// which a hung Redis holds up to their timeouts: it shares the wait.
+	ledgerOpen, hotOpen = false, false
+	if !within(flushBy.Add(closeTime), func() {
+		var closing sync.WaitGroup
+		closing.Go(led.close)
+		closing.Go(hot.close)
+		closing.Wait()
+	}) {
+		logf("shutdown: the ledger's or Redis's connections did not close in time; exiting without them")
 	}
 	return runErr
 }
