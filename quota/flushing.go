@@ -18,12 +18,13 @@ type flushing struct {
 	timeout time.Duration
 	logf    func(format string, args ...any)
 	now     func() time.Time
-	failed  bool      // the last write failed
-	errors  uint64    // failed writes, shutdown's last flush aside
-	dropped uint64    // updates refused by a full buffer
-	full    bool      // dropping: logged once per episode
-	lost    uint64    // dropped in this episode
-	last    time.Time // when the last write succeeded
+	failed  bool          // the last write failed
+	errors  uint64        // failed writes, shutdown's last flush aside
+	dropped uint64        // updates refused by a full buffer
+	full    bool          // dropping: logged once per episode
+	lost    uint64        // dropped in this episode
+	last    time.Time     // when the last write succeeded
+	kick    chan struct{} // asks run for a flush now (soon)
 }
 
 // flushText names what a flushing writes, for its log lines.
@@ -38,7 +39,7 @@ type flushText struct {
 // options they share, zero ones meaning: every second, writes bounded
 // by 10 s, log.Printf, time.Now.
 func newFlushing(text flushText, every, timeout time.Duration, logf func(string, ...any), now func() time.Time) flushing {
-	f := flushing{flushText: text, every: every, timeout: timeout, logf: logf, now: now}
+	f := flushing{flushText: text, every: every, timeout: timeout, logf: logf, now: now, kick: make(chan struct{}, 1)}
 	if f.every <= 0 {
 		f.every = time.Second
 	}
@@ -74,6 +75,15 @@ const maxRetryWait = time.Second
 // every maxRetryWait when that is sooner.
 func (f *flushing) retry() time.Duration { return min(f.every, maxRetryWait) }
 
+// soon asks run for a flush now, rather than at the next tick: one that
+// fails puts it on its retry cadence at once.
+func (f *flushing) soon() {
+	select {
+	case f.kick <- struct{}{}:
+	default: // one is asked for already
+	}
+}
+
 // run calls flush every interval until ctx is done. Errors are logged by
 // result; while flushes fail (what is pending could not all be written)
 // they are retried every f.retry(), and the first that succeeds brings
@@ -87,6 +97,7 @@ func (f *flushing) run(ctx context.Context, flush func(context.Context) error) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-f.kick:
 		}
 		failed := flush(ctx) != nil
 		if failed == retrying || f.retry() == f.every {

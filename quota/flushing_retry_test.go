@@ -148,3 +148,33 @@ func TestJournalRunRetriesFailedFlushEverySecond(t *testing.T) {
 		}
 	})
 }
+
+// TestJournalAuditRetriedEverySecond: an audit entry whose direct write
+// failed is retried every second from then on, not from the journal's
+// next tick, so it lands about a second after the store returns even
+// with a long interval.
+func TestJournalAuditRetriedEverySecond(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, fs := newJournalDB()
+		s := &auditJournalStore{fakeJournalStore: *fs}
+		j := quota.NewJournal(s, &quota.JournalOptions{Replica: "r1", FlushInterval: 20 * time.Second, Logf: (&logs{}).Logf})
+		ctx, cancel := context.WithCancel(t.Context())
+		stopped := make(chan struct{})
+		go func() { j.Run(ctx); close(stopped) }()
+		defer func() { cancel(); <-stopped }()
+
+		time.Sleep(5 * time.Second) // well into the journal's interval
+		s.setFail(errors.New("database down"))
+		if err := j.Audit(ctx, entry(t, "quota.reset", "key:k1", nil)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2500 * time.Millisecond)
+		synctest.Wait()
+		s.setFail(nil)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if got, _ := s.written(); got != "quota.reset key:k1" {
+			t.Errorf("a second after the store returned, the audit log holds %q, want the reset", got)
+		}
+	})
+}

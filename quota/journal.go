@@ -440,6 +440,7 @@ func (j *Journal) Audit(ctx context.Context, e AuditEntry) error {
 		// Failing from now on, in the same hold of the lock as e joins the
 		// queue: an entry made meanwhile queues behind e, not before it.
 		j.f.result(ctx, fmt.Errorf("quota: journal: %w", err), nil)
+		j.f.soon() // Run retries every second from now, not from its next tick
 	} else {
 		j.mu.Lock()
 		defer j.mu.Unlock()
