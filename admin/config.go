@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/internal/credential"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
@@ -284,7 +285,7 @@ func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := r.PathValue("id")
-	if !quota.IsText(id) { // no rule has such an id, and a database would refuse it
+	if !credential.IsText(id) { // no rule has such an id, and a database would refuse it
 		return notFoundError("no runtime rule has id %q", short(id))
 	}
 	rules, err := s.store.Rules(r.Context(), nil)

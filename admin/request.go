@@ -17,7 +17,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/gaia-proxy/gaia-proxy/quota"
+	"github.com/gaia-proxy/gaia-proxy/internal/credential"
 )
 
 // maxBody bounds a request body.
@@ -469,7 +469,7 @@ func newParams(q url.Values, known ...string) (params, error) {
 		if len(q[name]) > 1 {
 			return params{}, badRequest("%s: given %d times, at most once", name, len(q[name]))
 		}
-		if !quota.IsText(q.Get(name)) {
+		if !credential.IsText(q.Get(name)) {
 			return params{}, badRequest("%s: must be UTF-8 text without control characters", name)
 		}
 	}

@@ -113,7 +113,7 @@ func (id *Identity) apiKey(h http.Header) (key, header string, err error) {
 			v = rest
 		}
 		v = strings.TrimSpace(v)
-		if !credential.ValidKey(v) {
+		if credential.CheckKey(v) != nil {
 			return "", name, errMalformedKey
 		}
 		return v, name, nil

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/gaia-proxy/gaia-proxy/internal/credential"
 )
 
 // Violation is one refused request, or one a shadow limit would have
@@ -125,15 +127,15 @@ func ViolationCursor(v Violation) string {
 
 // ParseViolationCursor returns the At and ID a ViolationCursor encodes;
 // the error names the cursor and wraps ErrBadCursor. An ID that is not
-// UTF-8 text without NUL bytes, which no violation has and a database
-// refuses as a string, is a bad cursor.
+// text (credential.IsText), which every violation's is and a database
+// needs, is a bad cursor.
 func ParseViolationCursor(s string) (at time.Time, id string, err error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(b) <= 8 {
 		return time.Time{}, "", fmt.Errorf("cursor %q: %w", s, ErrBadCursor)
 	}
 	id = string(b[8:])
-	if !utf8.ValidString(id) || strings.Contains(id, "\x00") {
+	if !credential.IsText(id) {
 		return time.Time{}, "", fmt.Errorf("cursor %q: %w", s, ErrBadCursor)
 	}
 	return time.Unix(0, int64(binary.BigEndian.Uint64(b))).UTC(), id, nil

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gaia-proxy/gaia-proxy/internal/credential"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
@@ -71,7 +70,7 @@ func (j SpecJSON) Spec(isQuota bool, loc *time.Location) (limiter.Spec, error) {
 		return limiter.Spec{}, invalid(field, format, args...)
 	}
 	sp := limiter.Spec{Name: j.Name, Limit: j.Limit, Shadow: j.Shadow}
-	if !IsText(j.Name) {
+	if !credential.IsText(j.Name) {
 		return bad("name", "must be UTF-8 text without control characters")
 	}
 	if j.Limit < 1 || j.Limit > limiter.MaxLimit {
@@ -166,7 +165,7 @@ func DecodeList(field string, list []SpecJSON, loc *time.Location) ([]limiter.Sp
 func CheckSubject(subject string) error {
 	kind, id, _ := strings.Cut(subject, ":")
 	switch {
-	case !IsText(subject):
+	case !credential.IsText(subject):
 		return invalid("subject", "must be UTF-8 text without control characters")
 	case id == "" || (kind != "key" && kind != "user" && kind != "plan"):
 		// At most 64 characters of it: the message may go back to a client.
@@ -179,19 +178,6 @@ func CheckSubject(subject string) error {
 		}
 	}
 	return nil
-}
-
-// IsText reports whether s is valid UTF-8 without control characters
-// (NUL included): what a subject, a limit's name or a query parameter
-// may hold. PostgreSQL refuses NUL and invalid UTF-8 in text, and no
-// header could carry them to a limit.
-func IsText(s string) bool {
-	for _, r := range s {
-		if r == utf8.RuneError || r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return false
-		}
-	}
-	return true
 }
 
 // EncodeRule checks r's subject and limits and returns its rate and

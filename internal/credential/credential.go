@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -34,22 +33,10 @@ var (
 	errSurrounded = errors.New("starts or ends with white space")
 )
 
-// ValidKey reports whether key can be presented as an API key:
-// 1 to MaxKeyLen visible ASCII characters (0x21 to 0x7e).
-func ValidKey(key string) bool {
-	if key == "" || len(key) > MaxKeyLen {
-		return false
-	}
-	for i := 0; i < len(key); i++ {
-		if key[i] <= ' ' || key[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// CheckKey returns nil if ValidKey(key), else what is wrong with it
-// ("contains a space"). The error never shows the key.
+// CheckKey returns nil if key can be presented as an API key: 1 to
+// MaxKeyLen visible ASCII characters (0x21 to 0x7e); else what is wrong
+// with it ("contains a space"). The error never shows the key, and is
+// made only for one too long: the proxy checks every request's key.
 func CheckKey(key string) error {
 	if key == "" {
 		return errEmpty
@@ -70,9 +57,8 @@ func CheckKey(key string) error {
 	return nil
 }
 
-// CheckUserID returns nil if id can name a user: valid UTF-8, 1 to
-// MaxUserIDLen bytes, no control characters (unicode.IsControl: C0, DEL
-// and C1) and no white space at either end (the proxy trims the user
+// CheckUserID returns nil if id can name a user: text (IsText), 1 to
+// MaxUserIDLen bytes, and no white space at either end (the proxy trims the user
 // header, so such an id could never arrive). Inner spaces and any other
 // Unicode are allowed: "José Núñez" is a user id. Else it returns what is
 // wrong ("is 300 bytes, more than 256").
@@ -83,24 +69,39 @@ func CheckUserID(id string) error {
 	if len(id) > MaxUserIDLen {
 		return fmt.Errorf("is %d bytes, more than %d", len(id), MaxUserIDLen)
 	}
-	ascii := true
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c < ' ' || c == 0x7f {
-			return errControl
-		} else if c >= utf8.RuneSelf {
-			ascii = false
-		}
-	}
-	if !ascii {
-		if !utf8.ValidString(id) {
+	if !IsText(id) {
+		if !utf8.ValidString(id) || strings.ContainsRune(id, utf8.RuneError) {
 			return errNotUTF8
 		}
-		if strings.IndexFunc(id, unicode.IsControl) >= 0 {
-			return errControl
-		}
+		return errControl
 	}
 	if strings.TrimSpace(id) != id {
 		return errSurrounded
 	}
 	return nil
+}
+
+// IsText reports whether s is valid UTF-8 without control characters
+// (C0 with NUL, DEL and C1) or U+FFFD: what a user id, a subject, a limit's name or
+// a query parameter may hold. PostgreSQL refuses NUL and invalid UTF-8 in
+// text, and no header could carry them.
+func IsText(s string) bool {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return false
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError || r < 0xa0 {
+			// Invalid UTF-8, or U+FFFD, which is what encoding/json makes
+			// of it; or C1 (0x80 to 0x9f).
+			return false
+		}
+		i += n
+	}
+	return true
 }

@@ -21,9 +21,6 @@ func TestKey(t *testing.T) {
 		if got := errString(err); got != want {
 			t.Errorf("CheckKey(%.20q) = %q, want %q", key, got, want)
 		}
-		if ValidKey(key) != (err == nil) {
-			t.Errorf("ValidKey(%.20q) = %v, but CheckKey says %v", key, ValidKey(key), err)
-		}
 	}
 }
 
@@ -54,4 +51,16 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+func TestIsText(t *testing.T) {
+	for s, want := range map[string]bool{
+		"": true, "alice": true, "José Núñez": true, "東京": true, "a b": true,
+		"a\x00b": false, "a\tb": false, "a\x7fb": false, "a\u0085b": false,
+		"a\xffb": false, "a\uFFFDb": false, "\xe2\x82": false,
+	} {
+		if got := IsText(s); got != want {
+			t.Errorf("IsText(%q) = %v, want %v", s, got, want)
+		}
+	}
 }
