@@ -26,10 +26,7 @@ func TestRunRetriesFailedFlushEverySecond(t *testing.T) {
 		l, s := newLedger()
 		lg := &logs{}
 		r := quota.NewRecorder(s, &quota.RecorderOptions{FlushInterval: 20 * time.Second, Logf: lg.Logf})
-		ctx, cancel := context.WithCancel(t.Context())
-		stopped := make(chan struct{})
-		go func() { r.Run(ctx); close(stopped) }()
-		defer func() { cancel(); <-stopped }()
+		defer running(t, r.Run)()
 
 		l.setFail(errors.New("database down"))
 		r.Record([]limiter.CounterValue{val(ca, 1, 1)})
@@ -81,10 +78,7 @@ func TestRunRetriesShortInterval(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l, s := newLedger()
 		r := quota.NewRecorder(s, &quota.RecorderOptions{FlushInterval: 200 * time.Millisecond, Logf: (&logs{}).Logf})
-		ctx, cancel := context.WithCancel(t.Context())
-		stopped := make(chan struct{})
-		go func() { r.Run(ctx); close(stopped) }()
-		defer func() { cancel(); <-stopped }()
+		defer running(t, r.Run)()
 
 		l.setFail(errors.New("database down"))
 		r.Record([]limiter.CounterValue{val(ca, 1, 1)})
@@ -107,10 +101,7 @@ func TestJournalRunRetriesFailedFlushEverySecond(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		db, s := newJournalDB()
 		j := quota.NewJournal(s, &quota.JournalOptions{Replica: "r1", FlushInterval: 20 * time.Second, Logf: (&logs{}).Logf})
-		ctx, cancel := context.WithCancel(t.Context())
-		stopped := make(chan struct{})
-		go func() { j.Run(ctx); close(stopped) }()
-		defer func() { cancel(); <-stopped }()
+		defer running(t, j.Run)()
 
 		db.setFail(errors.New("database down"))
 		j.Record(ev(time.Now(), "user:alice", "api", quota.RateLimited))
@@ -158,14 +149,11 @@ func TestJournalAuditRetriedEverySecond(t *testing.T) {
 		_, fs := newJournalDB()
 		s := &auditJournalStore{fakeJournalStore: *fs}
 		j := quota.NewJournal(s, &quota.JournalOptions{Replica: "r1", FlushInterval: 20 * time.Second, Logf: (&logs{}).Logf})
-		ctx, cancel := context.WithCancel(t.Context())
-		stopped := make(chan struct{})
-		go func() { j.Run(ctx); close(stopped) }()
-		defer func() { cancel(); <-stopped }()
+		defer running(t, j.Run)()
 
 		time.Sleep(5 * time.Second) // well into the journal's interval
 		s.setFail(errors.New("database down"))
-		if err := j.Audit(ctx, entry(t, "quota.reset", "key:k1", nil)); err != nil {
+		if err := j.Audit(t.Context(), entry(t, "quota.reset", "key:k1", nil)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(2500 * time.Millisecond)
@@ -177,4 +165,13 @@ func TestJournalAuditRetriedEverySecond(t *testing.T) {
 			t.Errorf("a second after the store returned, the audit log holds %q, want the reset", got)
 		}
 	})
+}
+
+// running runs run in a goroutine until the returned stop is called,
+// which waits for run to return.
+func running(t *testing.T, run func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(t.Context())
+	stopped := make(chan struct{})
+	go func() { run(ctx); close(stopped) }()
+	return func() { cancel(); <-stopped }
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -31,13 +30,7 @@ func auditResets(t *testing.T, dbURL string) []time.Time {
 // away is answered, and its audit entry (SPEC §5) lands, with the time
 // of the reset, once the database is back.
 func TestAuditDuringPostgresOutage(t *testing.T) {
-	redisURL := testenv.RedisURL(t)
-	dbURL := testenv.Schema(t)
-	rl, relayed := postgresRelay(t, dbURL)
-
-	up := newUpstream(t)
-	file := durableFile(t, up, "127.0.0.1:0", redisURL, relayed, "100ms", 1000000)
-	in := startMigrated(t, file)
+	in, _, rl, dbURL := durableBehindRelay(t)
 
 	for range 3 {
 		if resp, _ := call(t, in.proxy+"/r", "X-API-Key: key-k"); resp.StatusCode != 200 {

@@ -520,16 +520,23 @@ func postgresRelay(t *testing.T, dbURL string) (*relay.Relay, string) {
 	return rl, strings.Replace(dbURL, addr, rl.Addr(), 1)
 }
 
+// durableBehindRelay starts the server on Redis and a schema of its own
+// in PostgreSQL, reached through a relay (flushing every 100 ms, key k
+// with a quota of a million): the server, its upstream, the relay and
+// the schema's URL without the relay.
+func durableBehindRelay(t *testing.T) (*instance, *upstream, *relay.Relay, string) {
+	t.Helper()
+	dbURL := testenv.Schema(t)
+	rl, relayed := postgresRelay(t, dbURL)
+	up := newUpstream(t)
+	in := startMigrated(t, durableFile(t, up, "127.0.0.1:0", testenv.RedisURL(t), relayed, "100ms", 1000000))
+	return in, up, rl, dbURL
+}
+
 // TestPostgresOutage cuts PostgreSQL away under load: no 5xx, /health
 // degraded then ok, and every write lands after it returns.
 func TestPostgresOutage(t *testing.T) {
-	redisURL := testenv.RedisURL(t)
-	dbURL := testenv.Schema(t)
-	rl, relayed := postgresRelay(t, dbURL)
-
-	up := newUpstream(t)
-	file := durableFile(t, up, "127.0.0.1:0", redisURL, relayed, "100ms", 1000000)
-	in := startMigrated(t, file)
+	in, up, rl, dbURL := durableBehindRelay(t)
 
 	stop := make(chan struct{})
 	answers := make(chan map[int]int)

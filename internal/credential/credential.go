@@ -2,7 +2,9 @@
 // an identity: an API key, or a user id asserted by a trusted peer. The
 // proxy applies it to requests; config validation and the hash-key
 // command apply it to what an operator writes, so that no configured key
-// or user is one the proxy could never recognise.
+// or user is one the proxy could never recognise. IsText is the rule
+// under a user id, which subjects, limit names and the admin API's
+// parameters follow too.
 package credential
 
 import (
