@@ -258,36 +258,37 @@ func (l *Limiter) Check(ctx context.Context) (State, error) {
 
 func (l *Limiter) check(ctx context.Context) error {
 	t, ok := l.br.admit()
-	if !ok {
-		return nil // open, no probe due: State says so
+	if !ok || !t.probe && l.pinger == nil {
+		return nil // open with no probe due (State says so), or nothing to ping
 	}
 	var err error
-	switch {
-	case t.probe:
+	if t.probe {
 		_, err = l.decide(ctx, l.store, probeLimits, 1)
-	case l.pinger == nil:
-		return nil
-	default:
-		pctx, cancel := ctx, context.CancelFunc(func() {})
-		if l.timeout > 0 {
-			pctx, cancel = context.WithTimeout(ctx, l.timeout)
-		}
-		err = l.pinger.Ping(pctx)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			l.br.fail(t, err)
-		}
-		return err
+	} else {
+		err = l.ping(ctx)
 	}
 	switch {
-	case err == nil:
+	case err == nil && t.probe:
 		l.br.succeed(t)
+	case err == nil:
+		// A good ping says nothing of scripts or writes: a run of failed
+		// decisions stands.
 	case ctx.Err() != nil:
 		l.br.abandon(t)
 	default:
 		l.br.fail(t, err)
 	}
 	return err
+}
+
+// ping pings the primary, within the timeout.
+func (l *Limiter) ping(ctx context.Context) error {
+	if l.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.timeout)
+		defer cancel()
+	}
+	return l.pinger.Ping(ctx)
 }
 
 // Decide checks and charges every limit of one request; see Store.Decide
