@@ -364,15 +364,13 @@ func flushLast(ctx context.Context, r *quota.Recorder, j *quota.Journal, shared 
 		}
 		// The usage is written: no other replica need resync after this
 		// one. Redis's client may hold on past ctx (its own timeouts).
-		left := make(chan error, 1)
-		go func() { left <- r.Leave(ctx) }()
-		select {
-		case err := <-left:
-			if err != nil {
-				logf("shutdown: %v (another replica will resync after this one, and find nothing new)", err)
-			}
-		case <-ctx.Done():
+		var err error
+		deadline, _ := ctx.Deadline()
+		switch {
+		case !within(deadline, func() { err = r.Leave(ctx) }):
 			logf("shutdown: Redis did not take this replica's leave in time (another replica will resync after this one, and find nothing new)")
+		case err != nil:
+			logf("shutdown: %v (another replica will resync after this one, and find nothing new)", err)
 		}
 	})
 	wg.Go(func() { journalErr = j.Flush(ctx) })
