@@ -335,11 +335,7 @@ func TestUsageListCurrentPeriods(t *testing.T) {
 // ranking after its position.
 func TestUsageListSnapshot(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *apiEnv) {
-		e.requests("ip:203.0.113.9", 5) // 5/50
-		e.requests("key:ci-bot", 8)     // 8/100
-		e.requests("user:bob", 3)       // 3/100
-		e.requests("key:acme-prod", 15) // 15/1000
-		e.flush()
+		e.rankable()
 		page := func(cursor string) usageListBody {
 			t.Helper()
 			var l usageListBody
@@ -409,11 +405,7 @@ func TestUsageIPv6Subject(t *testing.T) {
 // the list ends.
 func TestUsageListDroppedSubject(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *apiEnv) {
-		e.requests("ip:203.0.113.9", 5) // 5/50
-		e.requests("key:ci-bot", 8)     // 8/100
-		e.requests("user:bob", 3)       // 3/100
-		e.requests("key:acme-prod", 15) // 15/1000
-		e.flush()
+		e.rankable()
 		cfg := policyConfig()
 		cfg.Keys = slices.DeleteFunc(cfg.Keys, func(k limiter.Key) bool { return k.ID == "ci-bot" })
 		reloaded, err := limiter.NewPolicy(cfg)
@@ -449,4 +441,15 @@ func TestUsageListDroppedSubject(t *testing.T) {
 			t.Errorf("listed %s on %d pages, want ip:203.0.113.9 user:bob user:alice on 4", s, pages)
 		}
 	})
+}
+
+// rankable gives four subjects usage that ranks them, fullest first:
+// ip:203.0.113.9 (5/50), key:ci-bot (8/100), user:bob (3/100),
+// key:acme-prod (15/1000), and flushes it to the ledger.
+func (e *apiEnv) rankable() {
+	e.requests("ip:203.0.113.9", 5)
+	e.requests("key:ci-bot", 8)
+	e.requests("user:bob", 3)
+	e.requests("key:acme-prod", 15)
+	e.flush()
 }
