@@ -420,7 +420,9 @@ const auditWait = 2 * time.Second
 // The queue holds MaxAudits entries; beyond it e is dropped, counted in
 // DroppedAudits and returned as an error, as it is when the store keeps
 // no audit log. Strings reach the store cleaned, as in Record, and At
-// (now when zero) to the microsecond.
+// (now when zero) to the microsecond. An entry without a Key gets a new
+// one here, before its first write, and every write of it carries that
+// Key, so the store keeps it once however often it is retried.
 func (j *Journal) Audit(ctx context.Context, e AuditEntry) error {
 	if j.astore == nil {
 		return fmt.Errorf("quota: journal: audit %s %s by %s: the store keeps no audit log", e.Action, e.Subject, e.Actor)

@@ -12,13 +12,15 @@ import (
 )
 
 // auditJournalStore is a fakeJournalStore that keeps an audit log too:
-// entries in the order written, and how many writes it was asked for;
-// writes fail while fail is set.
+// entries in the order written, how many writes it was asked for, and
+// the keys of each write, failed ones included; writes fail while fail
+// is set.
 type auditJournalStore struct {
 	fakeJournalStore
 	mu      sync.Mutex
 	entries []quota.AuditEntry
 	calls   int
+	keys    [][]string
 	fail    error
 }
 
@@ -26,6 +28,11 @@ func (s *auditJournalStore) WriteAudit(ctx context.Context, es []quota.AuditEntr
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
+	var keys []string
+	for _, e := range es {
+		keys = append(keys, e.Key)
+	}
+	s.keys = append(s.keys, keys)
 	if s.fail != nil {
 		return s.fail
 	}
@@ -162,5 +169,69 @@ func TestJournalAuditCleaned(t *testing.T) {
 	if got.Subject != "user:ab" || strings.Contains(string(got.Detail), `\u0000`) || json.Unmarshal(got.Detail, &detail) != nil ||
 		detail["k"] != 1.0 || !got.At.Equal(at(0, 30)) {
 		t.Errorf("stored %+v (detail %s), want NUL removed", got, got.Detail)
+	}
+}
+
+// TestJournalAuditKey: an entry keeps its Key through every write of
+// it, the failed direct one, the queue's failed and successful retries;
+// an entry without one gets a new one, so two changes alike in every
+// other field are two entries to the store.
+func TestJournalAuditKey(t *testing.T) {
+	ctx := context.Background()
+	j, s, _ := newAuditJournal(t, nil)
+	s.setFail(errors.New("connection refused"))
+	e := entry(t, "quota.reset", "key:k1", nil)
+	if e.Key == "" {
+		t.Fatal("NewAuditEntry: empty key")
+	}
+	noKey := e
+	noKey.Key = ""
+	for _, a := range []quota.AuditEntry{e, noKey, noKey} {
+		if err := j.Audit(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Flush(ctx); err == nil {
+		t.Fatal("Flush with the store away: nil error")
+	}
+	s.setFail(nil)
+	flushJournal(t, j)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.keys) != 3 || len(s.keys[0]) != 1 || len(s.keys[1]) != 3 || len(s.keys[2]) != 3 {
+		t.Fatalf("writes of keys %q, want the direct write of one entry, then two of the queue of three", s.keys)
+	}
+	k := s.keys[2]
+	if k[0] != e.Key || s.keys[0][0] != e.Key || len(k[1]) != 32 || len(k[2]) != 32 || k[1] == k[2] || k[1] == e.Key {
+		t.Errorf("keys written %q, want %s kept and two new, distinct keys (32 hex digits) for the entries without one", s.keys, e.Key)
+	}
+	if s.keys[1][1] != k[1] || s.keys[1][2] != k[2] {
+		t.Errorf("keys of the failed retry %q, then of the successful one %q: want the same", s.keys[1], k)
+	}
+	if len(s.entries) != 3 {
+		t.Errorf("%d entries written, want 3", len(s.entries))
+	}
+}
+
+// TestJournalAuditKeyCleaned: a key the stores could not index (too long,
+// NUL, invalid UTF-8) is replaced by its SHA-256, the same for every
+// write of it.
+func TestJournalAuditKeyCleaned(t *testing.T) {
+	j, s, _ := newAuditJournal(t, nil)
+	for _, key := range []string{strings.Repeat("k", 4000), "a\x00b", "\xff"} {
+		e := entry(t, "quota.reset", "key:k1", nil)
+		e.Key = key
+		for range 2 {
+			if err := j.Audit(context.Background(), e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := 0; i < len(s.entries); i += 2 {
+		a, b := s.entries[i].Key, s.entries[i+1].Key
+		if len(a) != 64 || a != b {
+			t.Errorf("entry %d: keys %q and %q, want one SHA-256 in hex", i/2, a, b)
+		}
 	}
 }

@@ -17,6 +17,12 @@ import (
 // value = the quota.AuditEntry in JSON.
 const auditBucket = "audit_log"
 
+// auditKeysBucket indexes the audit log by idempotency key: key = an
+// entry's quota.AuditEntry.Key, value = its ID (8 bytes big-endian).
+// Entries with an empty Key are not in it. WriteAudit creates it on its
+// first write.
+const auditKeysBucket = "audit_keys"
+
 // Audit records that actor did action to subject, with detail (anything
 // encoding/json can marshal; nil means none) as its JSON.
 func (s *Store) Audit(ctx context.Context, actor, action, subject string, detail any) error {
@@ -48,8 +54,9 @@ func (s *Store) Audit(ctx context.Context, actor, action, subject string, detail
 }
 
 // WriteAudit stores entries in one transaction, in order, each with its
-// At. A failed write stores none of them, so a retry stores each once.
-// See quota.AuditStore.
+// At. An entry whose Key is in auditKeysBucket, stored before or earlier
+// in entries, is skipped; one with an empty Key is always stored. A
+// failed write stores none of them. See quota.AuditStore.
 func (s *Store) WriteAudit(ctx context.Context, entries []quota.AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
@@ -59,7 +66,14 @@ func (s *Store) WriteAudit(ctx context.Context, entries []quota.AuditEntry) erro
 	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket([]byte(auditBucket))
+		keys, err := tx.CreateBucketIfNotExists([]byte(auditKeysBucket))
+		if err != nil {
+			return fmt.Errorf("bucket %s: %w", auditKeysBucket, err)
+		}
 		for _, e := range entries {
+			if e.Key != "" && keys.Get([]byte(e.Key)) != nil {
+				continue // stored already
+			}
 			id, err := b.NextSequence()
 			if err != nil {
 				return err
@@ -72,8 +86,14 @@ func (s *Store) WriteAudit(ctx context.Context, entries []quota.AuditEntry) erro
 			if err != nil {
 				return err
 			}
-			if err := b.Put(binary.BigEndian.AppendUint64(nil, id), v); err != nil {
+			idKey := binary.BigEndian.AppendUint64(nil, id)
+			if err := b.Put(idKey, v); err != nil {
 				return err
+			}
+			if e.Key != "" {
+				if err := keys.Put([]byte(e.Key), idKey); err != nil {
+					return fmt.Errorf("key %q: %w", e.Key, err)
+				}
 			}
 		}
 		return nil

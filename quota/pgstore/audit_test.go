@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 	"github.com/gaia-proxy/gaia-proxy/quota/quotatest"
 )
@@ -13,36 +14,78 @@ func TestAudit(t *testing.T) {
 	quotatest.RunAudit(t, func(t *testing.T) quotatest.Audit { return pgStore(t) })
 }
 
-// TestWriteAuditRetried: a batch written again, as after an error that
-// came after its commit, stores each entry once; a different entry at
-// the same time is stored.
-func TestWriteAuditRetried(t *testing.T) {
-	ctx := context.Background()
-	s := pgStore(t)
-	at := time.Date(2026, 3, 10, 12, 0, 0, 123456000, time.UTC)
-	var batch []quota.AuditEntry
-	for _, sub := range []string{"key:k1", "user:alice"} {
-		e, err := quota.NewAuditEntry(at, "admin@127.0.0.1", "quota.reset", sub, map[string]any{"limits": []string{"daily"}})
-		if err != nil {
-			t.Fatal(err)
+// TestWriteAuditRetriedUncommitted: a write retried while the first
+// write of its entry has not committed yet (its answer lost, its
+// transaction still open) waits for it, then stores the entry only if
+// the first did not.
+func TestWriteAuditRetriedUncommitted(t *testing.T) {
+	for _, commit := range []bool{true, false} {
+		name := "first write commits"
+		if !commit {
+			name = "first write rolls back"
 		}
-		batch = append(batch, e)
-	}
-	for range 2 {
-		if err := s.WriteAudit(ctx, batch); err != nil {
-			t.Fatal(err)
-		}
-	}
-	other := batch[0]
-	other.Detail = []byte(`{"limits": ["monthly"]}`)
-	if err := s.WriteAudit(ctx, append(batch, other)); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.AuditLog(ctx, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 3 || got[0].Subject != "key:k1" || got[1].Subject != "user:alice" || got[2].Subject != "key:k1" {
-		t.Errorf("audit log after a batch written twice and one more entry: got %+v, want 3 entries", got)
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			url := testenv.Schema(t)
+			s, pool := pgStoreOn(t, url), pgPool(t, url)
+			e, err := quota.NewAuditEntry(time.Date(2026, 3, 10, 12, 0, 0, 123456000, time.UTC), "admin@127.0.0.1", "quota.reset", "key:k1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			// The first write, as pgstore makes it, left open.
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			var pid int
+			if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO audit_log (entry_key, at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5, '{}')",
+				e.Key, e.At, e.Actor, e.Action, e.Subject); err != nil {
+				t.Fatal(err)
+			}
+
+			retried := make(chan error, 1)
+			go func() { retried <- s.WriteAudit(ctx, []quota.AuditEntry{e}) }()
+			// The retry must wait for the first write's transaction.
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				var blocked bool
+				if err := pool.QueryRow(ctx, "SELECT count(*) > 0 FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid))", pid).Scan(&blocked); err != nil {
+					t.Fatal(err)
+				}
+				if blocked {
+					break
+				}
+				select {
+				case err := <-retried:
+					t.Fatalf("retried WriteAudit returned (error %v) while the first write was uncommitted, want it to wait", err)
+				case <-time.After(10 * time.Millisecond):
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the retried WriteAudit did not wait for the first write")
+				}
+			}
+			if commit {
+				err = tx.Commit(ctx)
+			} else {
+				err = tx.Rollback(ctx)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := <-retried; err != nil {
+				t.Fatalf("retried WriteAudit: %v", err)
+			}
+			got, err := s.AuditLog(ctx, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Key != e.Key || got[0].Subject != e.Subject {
+				t.Errorf("audit log: got %+v, want the entry once (key %s)", got, e.Key)
+			}
+		})
 	}
 }

@@ -3,7 +3,10 @@ package quotatest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,8 +22,9 @@ type Audit interface {
 // RunAudit runs the audit log contract: entries come back newest first,
 // with their detail as JSON ({} for none), their time in UTC, and
 // increasing ids; a store that is a quota.AuditStore keeps the order
-// and the times of the entries WriteAudit is given. newStore returns an
-// empty store for one subtest and registers its cleanup with t.
+// and the times of the entries WriteAudit is given, and stores an entry
+// once per Key (runAuditKeys). newStore returns an empty store for one
+// subtest and registers its cleanup with t.
 func RunAudit(t *testing.T, newStore func(t *testing.T) Audit) {
 	ctx := context.Background()
 	s := newStore(t)
@@ -96,11 +100,102 @@ func RunAudit(t *testing.T, newStore func(t *testing.T) Audit) {
 	}
 	for i, w := range []quota.AuditEntry{queued[1], queued[0]} {
 		e := got[i]
-		if e.Action != w.Action || e.Subject != w.Subject || e.Actor != w.Actor || !e.At.Equal(w.At) || e.At.Location() != time.UTC ||
+		if e.Key != w.Key || e.Action != w.Action || e.Subject != w.Subject || e.Actor != w.Actor || !e.At.Equal(w.At) || e.At.Location() != time.UTC ||
 			!sameJSON(e.Detail, string(w.Detail)) || e.ID <= all[0].ID {
 			t.Errorf("entry %d after WriteAudit: got %+v (detail %s), want %+v (detail %s) with a new id", i, e, e.Detail, w, w.Detail)
 		}
 	}
+	runAuditKeys(t, newStore)
+}
+
+// runAuditKeys runs the idempotency-key part of RunAudit on fresh stores:
+// an entry whose Key is stored is skipped, in one batch or a later
+// write; entries alike but for their Key are each stored; entries
+// without a Key are stored every time.
+func runAuditKeys(t *testing.T, newStore func(t *testing.T) Audit) {
+	at := time.Date(2026, 3, 10, 12, 0, 0, 123456000, time.UTC)
+	// alike returns entries alike in every field but the Key, for subject.
+	alike := func(t *testing.T, subject string, n int) []quota.AuditEntry {
+		t.Helper()
+		var es []quota.AuditEntry
+		for range n {
+			e, err := quota.NewAuditEntry(at, "admin@127.0.0.1", "quota.reset", subject, map[string]any{"limits": []string{"daily"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Key == "" || len(es) > 0 && e.Key == es[0].Key {
+				t.Fatalf("NewAuditEntry: key %q, want a new one each time", e.Key)
+			}
+			es = append(es, e)
+		}
+		return es
+	}
+	for _, tc := range []struct {
+		name   string
+		writes func(t *testing.T) (writes [][]quota.AuditEntry, want []quota.AuditEntry)
+	}{
+		{"same entry twice in one batch", func(t *testing.T) ([][]quota.AuditEntry, []quota.AuditEntry) {
+			a, b := alike(t, "key:k1", 1)[0], alike(t, "user:alice", 1)[0]
+			return [][]quota.AuditEntry{{a, b, a, b}}, []quota.AuditEntry{a, b}
+		}},
+		{"batch retried after its commit", func(t *testing.T) ([][]quota.AuditEntry, []quota.AuditEntry) {
+			// The retry carries a newer entry, queued meanwhile, alike to
+			// the first but for its key: a second change.
+			a, b := alike(t, "key:k1", 2), alike(t, "user:alice", 1)[0]
+			return [][]quota.AuditEntry{{a[0], b}, {a[0], b, a[1]}}, []quota.AuditEntry{a[0], b, a[1]}
+		}},
+		{"alike but for the key", func(t *testing.T) ([][]quota.AuditEntry, []quota.AuditEntry) {
+			a := alike(t, "key:k1", 3)
+			return [][]quota.AuditEntry{{a[0], a[1]}, {a[2]}, {a[0], a[1], a[2]}}, a
+		}},
+		{"no key", func(t *testing.T) ([][]quota.AuditEntry, []quota.AuditEntry) {
+			a := alike(t, "key:k1", 1)[0]
+			a.Key = ""
+			return [][]quota.AuditEntry{{a, a}, {a}}, []quota.AuditEntry{a, a, a}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			s := newStore(t)
+			as, ok := s.(quota.AuditStore)
+			if !ok {
+				t.Skip("not a quota.AuditStore")
+			}
+			writes, want := tc.writes(t)
+			for i, w := range writes {
+				if err := as.WriteAudit(ctx, w); err != nil {
+					t.Fatalf("write %d: %v", i, err)
+				}
+			}
+			got, err := s.AuditLog(ctx, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Reverse(got) // oldest first, as written
+			if len(got) != len(want) {
+				t.Fatalf("stored %d entries %s, want %d %s", len(got), auditKeys(got), len(want), auditKeys(want))
+			}
+			for i, w := range want {
+				e := got[i]
+				if e.Key != w.Key || e.Subject != w.Subject || !e.At.Equal(w.At) || !sameJSON(e.Detail, string(w.Detail)) ||
+					i > 0 && e.ID <= got[i-1].ID {
+					t.Errorf("entry %d: got %+v (detail %s), want %+v (detail %s), ids increasing", i, e, e.Detail, w, w.Detail)
+				}
+			}
+		})
+	}
+}
+
+// auditKeys returns the subjects and keys of es, for a failure message.
+func auditKeys(es []quota.AuditEntry) string {
+	var b strings.Builder
+	for i, e := range es {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s/%q", e.Subject, e.Key)
+	}
+	return "[" + b.String() + "]"
 }
 
 // sameJSON reports whether got and want hold the same JSON value,
