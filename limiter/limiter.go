@@ -118,12 +118,14 @@ type Options struct {
 //     not a fresh limit per failure; the shared fallback's quota counters
 //     then miss what the primary charged in between (under a minute's
 //     use).
-//   - When the primary returns, its counters are as it left them: usage
-//     decided locally is in the ledger but is not added to the primary,
-//     so it does not count against the rest of the window or period. As
-//     the ledger keeps the value with the highest Seq, it shows the
-//     fallback's count until the primary's counter has been charged past
-//     it in Seq, and the primary's count, without the local usage, after.
+//   - When the primary returns, its quota counters are as it left them,
+//     behind the ledger, which holds the usage decided locally. A ledger
+//     that can raise them (quota.Recorder with a quota.Raiser source)
+//     does so at the first write of each that finds it behind: the
+//     counter takes the larger of its own usage and the ledger's, so the
+//     usage decided locally counts against the rest of the period, short
+//     of what the primary charged before that write (about one flush
+//     interval), or, when both sides charged much, the smaller side.
 type Limiter struct {
 	store         Store // the primary, bounded by the timeout
 	ledger        Ledger

@@ -39,6 +39,11 @@ type RecorderOptions struct {
 	// Heartbeater learns of processes that stopped without writing
 	// everything (HeartbeatInterval), and Run resyncs after them too.
 	Source CounterSource
+	//
+	// A Source that is also a Raiser is told, after each write, of the
+	// counters the ledger holds ahead of what was written, and brings
+	// those it holds behind the ledger up to it (see Raiser); the values
+	// it raises are recorded.
 	// HeartbeatInterval is how often Run tells a Heartbeater Source
 	// that this process is alive; a process silent for three intervals
 	// is taken for dead. Zero means 10s.
@@ -54,6 +59,26 @@ type Heartbeater interface {
 	Heartbeat(ctx context.Context, id string, stale time.Duration) (int, error)
 	Leave(ctx context.Context, id string) error
 }
+
+// Raiser brings quota counters of a hot path (limiter/redisstore's
+// Store) that went back behind the ledger up to it. A counter goes back
+// when the hot path comes back with older data (Redis restarted from an
+// old snapshot, or a replica that lagged promoted) or charged it without
+// the usage decided while it was away (a replica's in-process fallback);
+// the ledger, which keeps the highest Seq, then refuses its values until
+// its Seq passes the ledger's, and takes its lower usage after. Raise
+// takes the ledger's values; a counter whose Seq is below the ledger's,
+// or equal with other usage, gets the larger usage of the two and a Seq
+// above both; the others (a value merely older than the ledger's, from
+// a process that wrote late) are left alone. It returns the counters it
+// changed, with their new values.
+type Raiser interface {
+	Raise(ctx context.Context, ledger []limiter.CounterValue) ([]limiter.CounterValue, error)
+}
+
+// raiseTimeout bounds a Raise: a hot path that does not answer loses
+// nothing by waiting for the next write that finds the counter behind.
+const raiseTimeout = time.Second
 
 // CounterSource lists the quota counters a hot path holds, a batch at a
 // time: limiter/redisstore's Store.
@@ -329,9 +354,35 @@ func (r *Recorder) resync(ctx context.Context) (int, error) {
 		if len(batch) == 0 {
 			return nil
 		}
-		return r.f.bounded(ctx, func(ctx context.Context) error { return r.store.Write(ctx, batch) })
+		return r.write(ctx, batch)
 	})
 	return n, err
+}
+
+// write writes values to the store and, with a Raiser Source, raises the
+// hot path's counters that the store holds ahead; a failed Raise is
+// logged and left to the next write.
+func (r *Recorder) write(ctx context.Context, values []limiter.CounterValue) error {
+	var ahead []limiter.CounterValue
+	err := r.f.bounded(ctx, func(ctx context.Context) (err error) {
+		ahead, err = r.store.Write(ctx, values)
+		return err
+	})
+	raiser, ok := r.o.Source.(Raiser)
+	if err != nil || len(ahead) == 0 || !ok {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, raiseTimeout)
+	defer cancel()
+	raised, rerr := raiser.Raise(rctx, ahead)
+	switch {
+	case rerr != nil:
+		r.f.logf("quota ledger: %d counters in the ledger are ahead of what was written; raising the hot path's failed: %v", len(ahead), rerr)
+	case len(raised) > 0:
+		r.f.logf("quota ledger: %d quota counters in the hot path were behind the ledger (restored from older data, or charged without usage decided while it was away); raised to the ledger's usage", len(raised))
+		r.Record(raised)
+	}
+	return nil
 }
 
 // Leave tells a Heartbeater Source that this process stops with
@@ -365,7 +416,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	for _, v := range batch {
 		values = append(values, *v)
 	}
-	err := r.f.bounded(ctx, func(ctx context.Context) error { return r.store.Write(ctx, values) })
+	err := r.write(ctx, values)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -17,14 +17,14 @@ import (
 // fakeStore is a quota.Store made of funcs.
 type fakeStore struct {
 	LoadFunc  func(ctx context.Context, counters []limiter.Counter) ([]limiter.CounterValue, error)
-	WriteFunc func(ctx context.Context, values []limiter.CounterValue) error
+	WriteFunc func(ctx context.Context, values []limiter.CounterValue) ([]limiter.CounterValue, error)
 }
 
 func (f *fakeStore) Load(ctx context.Context, cs []limiter.Counter) ([]limiter.CounterValue, error) {
 	return f.LoadFunc(ctx, cs)
 }
 
-func (f *fakeStore) Write(ctx context.Context, vs []limiter.CounterValue) error {
+func (f *fakeStore) Write(ctx context.Context, vs []limiter.CounterValue) ([]limiter.CounterValue, error) {
 	return f.WriteFunc(ctx, vs)
 }
 
@@ -48,21 +48,25 @@ func newLedger() (*ledger, *fakeStore) {
 			}
 			return vs, nil
 		},
-		WriteFunc: func(_ context.Context, vs []limiter.CounterValue) error {
+		WriteFunc: func(_ context.Context, vs []limiter.CounterValue) ([]limiter.CounterValue, error) {
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			if l.fail != nil {
-				return l.fail
+				return nil, l.fail
 			}
+			var ahead []limiter.CounterValue
 			for _, v := range vs {
 				k := id(v.Counter)
 				l.given[k]++
-				if v.Seq > l.m[k].Seq {
+				switch cur, ok := l.m[k]; {
+				case !ok || v.Seq > cur.Seq:
 					l.m[k] = v
+				case cur.Seq > v.Seq || cur.Used != v.Used:
+					ahead = append(ahead, cur)
 				}
 			}
 			l.batches <- vs
-			return nil
+			return ahead, nil
 		},
 	}
 }
@@ -212,7 +216,7 @@ func TestLoadDuringWrite(t *testing.T) {
 	l, s := newLedger()
 	entered, release := make(chan struct{}), make(chan struct{})
 	write := s.WriteFunc
-	s.WriteFunc = func(ctx context.Context, vs []limiter.CounterValue) error {
+	s.WriteFunc = func(ctx context.Context, vs []limiter.CounterValue) ([]limiter.CounterValue, error) {
 		close(entered)
 		<-release
 		return write(ctx, vs)
@@ -543,5 +547,63 @@ func TestResyncAfterDrops(t *testing.T) {
 	waitLedger(t, l, lg, map[limiter.Counter]int64{ca: 1, cb: 2, cc: 3})
 	for lg.count("resynced from the hot path after dropped usage updates: 3 counters read") == 0 {
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// raisingHotPath is a hotPath that is also a quota.Raiser: it records
+// what it is asked to raise and answers with raised (or fail).
+type raisingHotPath struct {
+	hotPath
+	asked  [][]limiter.CounterValue
+	raised []limiter.CounterValue
+	fail   error
+}
+
+func (h *raisingHotPath) Raise(_ context.Context, ledger []limiter.CounterValue) ([]limiter.CounterValue, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.asked = append(h.asked, slices.Clone(ledger))
+	return h.raised, h.fail
+}
+
+// TestRaiseBehindLedger: a written value the ledger holds ahead of is
+// handed to a Raiser source, and the value it raises is recorded and
+// written next; a Raise that fails is logged and does not fail the
+// flush; without ahead values nothing is asked.
+func TestRaiseBehindLedger(t *testing.T) {
+	l, s := newLedger()
+	l.m[id(ca)] = val(ca, 20, 20) // written before Redis went back to (10, 10)
+	src := &raisingHotPath{raised: []limiter.CounterValue{val(ca, 20, 21)}}
+	r, _, lg := newRecorder(t, s, &quota.RecorderOptions{Source: src})
+
+	r.Record([]limiter.CounterValue{val(ca, 12, 12), val(cb, 1, 1)})
+	flush(t, r)
+	if len(src.asked) != 1 || len(src.asked[0]) != 1 {
+		t.Fatalf("Raise asked %v, want once, for a", src.asked)
+	}
+	wantValue(t, src.asked[0][0], 20, 20)
+	if lg.count("1 quota counters in the hot path were behind the ledger") != 1 {
+		t.Errorf("logs: %q, want the raise logged", lg.lines)
+	}
+	if st := r.Stats(); st.Pending != 1 {
+		t.Errorf("Pending after the raise: %d, want 1 (the raised value)", st.Pending)
+	}
+	flush(t, r)
+	wantValue(t, l.get(ca), 20, 21)
+	if len(src.asked) != 1 {
+		t.Errorf("Raise asked again, %v, with nothing ahead", src.asked[1:])
+	}
+
+	src.fail, src.raised = errors.New("redis away"), nil
+	l.m[id(cb)] = val(cb, 5, 5)
+	r.Record([]limiter.CounterValue{val(cb, 2, 2)})
+	if err := r.Flush(context.Background()); err != nil {
+		t.Errorf("Flush with a failing Raise: %v, want nil (the write succeeded)", err)
+	}
+	if lg.count("raising the hot path's failed: redis away") != 1 {
+		t.Errorf("logs: %q, want the failed raise logged", lg.lines)
+	}
+	if st := r.Stats(); st.Pending != 0 || !st.Healthy {
+		t.Errorf("Stats after a failed raise: %+v, want nothing pending, healthy", st)
 	}
 }

@@ -26,8 +26,13 @@ type Store interface {
 	// Used 0, Seq 0.
 	Load(ctx context.Context, counters []limiter.Counter) ([]limiter.CounterValue, error)
 	// Write stores values in one transaction, keeping for each counter
-	// the value with the highest Seq; on error nothing was written.
-	Write(ctx context.Context, values []limiter.CounterValue) error
+	// the value with the highest Seq; on error nothing was written. It
+	// returns, in no particular order, the value it holds for each
+	// counter whose highest written value it did not take: a higher Seq,
+	// or the same Seq with other usage. A value merely older than one
+	// written before is such a counter; so is a hot path that went
+	// back, behind the ledger (see Raiser).
+	Write(ctx context.Context, values []limiter.CounterValue) (ahead []limiter.CounterValue, err error)
 }
 
 // counterID identifies a counter as a Store does: Key and Start to the

@@ -725,6 +725,59 @@ func (s *Store) Seed(ctx context.Context, values []limiter.CounterValue) error {
 	return nil
 }
 
+// Raise brings quota counters that went back behind the ledger up to
+// it, and returns those it changed with their new values: see
+// quota.Raiser. Counters it does not hold are left alone; a decision
+// seeds them from the ledger.
+func (s *Store) Raise(ctx context.Context, ledger []limiter.CounterValue) ([]limiter.CounterValue, error) {
+	if len(ledger) == 0 {
+		return nil, nil
+	}
+	type ref struct{ g, k int }
+	var (
+		calls []*call
+		packs []packer
+		open  = map[int]int{} // slot: its call taking more counters
+		refs  []ref
+	)
+	for _, v := range ledger {
+		sl := s.slotOf(v.Key)
+		g, ok := open[sl]
+		if !ok || len(calls[g].keys) == maxEvalKeys {
+			g = len(calls)
+			open[sl] = g
+			calls = append(calls, &call{op: 'L', slot: sl, done: make(chan struct{})})
+			packs = append(packs, packer{})
+		}
+		refs = append(refs, ref{g, len(calls[g].keys)})
+		calls[g].keys = append(calls[g].keys, s.quotaKey(v.Key, v.Start))
+		packs[g] = packs[g].num(v.Used).num(v.Seq)
+	}
+	for g, c := range calls {
+		c.blob = packs[g]
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("redisstore: raise %q: %w: %w", ledger[0].Key, limiter.ErrUnavailable, err)
+	}
+	if err := s.waitAll(ctx, calls); err != nil {
+		return nil, fail(err)
+	}
+	var raised []limiter.CounterValue
+	for i, r := range refs {
+		c := calls[r.g]
+		if c.err != nil {
+			return nil, fail(c.err)
+		}
+		if n := len(c.keys); len(c.res) != 16*n {
+			return nil, fail(fmt.Errorf("script replied %d bytes for %d counters", len(c.res), n))
+		}
+		if used, seq := num(c.res, 16*r.k), num(c.res, 16*r.k+8); used >= 0 {
+			raised = append(raised, limiter.CounterValue{Counter: ledger[i].Counter, Used: used, Seq: seq})
+		}
+	}
+	return raised, nil
+}
+
 // Refund implements limiter.Store. A counter listed twice is refunded
 // once, as Decide charged it once.
 func (s *Store) Refund(ctx context.Context, counters []limiter.Counter, cost int64) ([]limiter.CounterValue, error) {

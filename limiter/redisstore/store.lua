@@ -768,6 +768,34 @@ if op == 'S' then
   return ''
 end
 
+-- Raise brings quota counters that are behind the ledger up to it: one
+-- whose seq is below the ledger's, or equal with other usage, takes the
+-- larger usage of the two and a seq one above both; the others, and
+-- counters that do not exist, are left alone. It never lowers usage, so
+-- running it twice, or with a ledger value older than the counter, does
+-- no harm. Arguments: per counter, the ledger's used and seq. KEYS: the
+-- counters. Reply: per counter, used and seq after, or -1 and -1 when
+-- left alone.
+if op == 'L' then
+  local blob, pos = ARGV[2], 1
+  local out = {}
+  for i = 1, #KEYS do
+    local lu, ls
+    lu, ls, pos = sunpack('<dd', blob, pos)
+    local s = rcall('GET', KEYS[i])
+    local used, seq = -1, -1
+    if s then
+      local u, q, e = sunpack('<ddd', s)
+      if q < ls or (q == ls and u ~= lu) then
+        used, seq = math.max(u, lu), math.max(q, ls) + 1
+        rcall('SET', KEYS[i], spack('<ddd', used, seq, e), 'KEEPTTL')
+      end
+    end
+    out[i] = spack('<dd', used, seq)
+  end
+  return concat(out)
+end
+
 -- Refund gives cost back to quota counters whose period has not ended.
 -- Arguments: now (< 0: Redis TIME), cost. KEYS: the counters, distinct,
 -- then the marker.

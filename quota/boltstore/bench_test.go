@@ -42,7 +42,7 @@ func BenchmarkFlush(b *testing.B) {
 			values[i].Used, values[i].Seq = n, n
 			rollups[i].Allowed = n
 		}
-		if err := s.Write(ctx, values); err != nil {
+		if _, err := s.Write(ctx, values); err != nil {
 			b.Fatal(err)
 		}
 		if err := s.WriteRollups(ctx, rollups); err != nil {

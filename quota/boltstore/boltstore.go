@@ -110,20 +110,34 @@ func (s *Store) Load(ctx context.Context, counters []limiter.Counter) ([]limiter
 }
 
 // Write stores values in one transaction, keeping for each counter the
-// value with the highest Seq; see quota.Store.
-func (s *Store) Write(ctx context.Context, values []limiter.CounterValue) error {
+// value with the highest Seq, and returns the values it holds instead
+// of those it did not take; see quota.Store.
+func (s *Store) Write(ctx context.Context, values []limiter.CounterValue) ([]limiter.CounterValue, error) {
 	if len(values) == 0 {
-		return nil
+		return nil, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("boltstore: write: %w", err)
+		return nil, fmt.Errorf("boltstore: write: %w", err)
 	}
+	// The highest value of each counter in the batch: those below it are
+	// not the ledger's to report.
+	top := make(map[string]limiter.CounterValue, len(values))
+	for _, v := range values {
+		k := string(usageKey(nil, v.Counter))
+		if cur, ok := top[k]; !ok || v.Seq > cur.Seq {
+			top[k] = v
+		}
+	}
+	var ahead []limiter.CounterValue
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket([]byte(usageBucket))
-		for _, v := range values {
-			key := usageKey(nil, v.Counter) // bbolt keeps key until commit
+		for k, v := range top {
+			key := []byte(k) // bbolt keeps key until commit
 			if old := b.Get(key); old != nil {
-				if _, seq := decodeUsage(old); seq >= v.Seq {
+				if used, seq := decodeUsage(old); seq >= v.Seq {
+					if seq > v.Seq || used != v.Used {
+						ahead = append(ahead, limiter.CounterValue{Counter: v.Counter, Used: used, Seq: seq})
+					}
 					continue
 				}
 			}
@@ -134,9 +148,9 @@ func (s *Store) Write(ctx context.Context, values []limiter.CounterValue) error 
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("boltstore: write: %w", err)
+		return nil, fmt.Errorf("boltstore: write: %w", err)
 	}
-	return nil
+	return ahead, nil
 }
 
 // Prune deletes the usage of periods that started before before and

@@ -53,7 +53,7 @@ func TestReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "data", "dir", "gaia.db")
 	c := limiter.Counter{Key: "{key:acme}:q:monthly", Start: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
 	s := open(t, path)
-	if err := s.Write(ctx, []limiter.CounterValue{{Counter: c, Used: 5120, Seq: 77}}); err != nil {
+	if _, err := s.Write(ctx, []limiter.CounterValue{{Counter: c, Used: 5120, Seq: 77}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

@@ -35,13 +35,26 @@ ORDER BY c.ord`
 // ORDER BY makes concurrent batches lock rows in the same order, so they
 // cannot deadlock.
 const writeUsage = `
-INSERT INTO quota_usage AS q (counter, period_start, used, seq)
-SELECT DISTINCT ON (counter, period_start) counter, period_start, used, seq
-FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[]) AS v(counter, period_start, used, seq)
-ORDER BY counter, period_start, seq DESC
-ON CONFLICT (counter, period_start) DO UPDATE
-SET used = excluded.used, seq = excluded.seq, updated_at = now()
-WHERE q.seq < excluded.seq`
+WITH v AS (
+	SELECT DISTINCT ON (counter, period_start) counter, period_start, used, seq
+	FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[]) AS v(counter, period_start, used, seq)
+	ORDER BY counter, period_start, seq DESC
+), w AS (
+	INSERT INTO quota_usage AS q (counter, period_start, used, seq)
+	SELECT counter, period_start, used, seq FROM v
+	ON CONFLICT (counter, period_start) DO UPDATE
+	SET used = excluded.used, seq = excluded.seq, updated_at = now()
+	WHERE q.seq < excluded.seq
+)
+SELECT q.counter, q.period_start, q.used, q.seq
+FROM v JOIN quota_usage q USING (counter, period_start)
+WHERE q.seq > v.seq OR (q.seq = v.seq AND q.used <> v.used)`
+
+// writeUsage's last SELECT reads the table as it was before the INSERT
+// (PostgreSQL runs a statement's parts on one snapshot), so it finds the
+// rows the INSERT left alone because they were ahead. A row made ahead
+// by a transaction that committed after that snapshot is not reported;
+// the next write of its counter finds it.
 
 // second returns a counter's period start as stored: to the second, in
 // UTC (timestamptz keeps microseconds; the contract identifies seconds).
@@ -81,10 +94,11 @@ func (s *Store) Load(ctx context.Context, counters []limiter.Counter) ([]limiter
 }
 
 // Write stores values in one statement, keeping for each counter the
-// value with the highest Seq; see quota.Store.
-func (s *Store) Write(ctx context.Context, values []limiter.CounterValue) error {
+// value with the highest Seq, and returns the values it holds instead
+// of those it did not take; see quota.Store.
+func (s *Store) Write(ctx context.Context, values []limiter.CounterValue) ([]limiter.CounterValue, error) {
 	if len(values) == 0 {
-		return nil
+		return nil, nil
 	}
 	keys := make([]string, len(values))
 	starts := make([]time.Time, len(values))
@@ -93,10 +107,23 @@ func (s *Store) Write(ctx context.Context, values []limiter.CounterValue) error 
 	for i, v := range values {
 		keys[i], starts[i], used[i], seqs[i] = v.Key, second(v.Start), v.Used, v.Seq
 	}
-	if _, err := s.pool.Exec(ctx, writeUsage, keys, starts, used, seqs); err != nil {
-		return fmt.Errorf("pgstore: write usage: %w", err)
+	rows, err := s.pool.Query(ctx, writeUsage, keys, starts, used, seqs)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: write usage: %w", err)
 	}
-	return nil
+	ahead, err := pgx.CollectRows(rows, scanValue)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: write usage: %w", err)
+	}
+	return ahead, nil
+}
+
+// scanValue reads a row of counter, period_start, used and seq.
+func scanValue(row pgx.CollectableRow) (limiter.CounterValue, error) {
+	var v limiter.CounterValue
+	err := row.Scan(&v.Key, &v.Start, &v.Used, &v.Seq)
+	v.Start = v.Start.UTC()
+	return v, err
 }
 
 // Prune deletes the usage of periods that started before before and
@@ -131,12 +158,7 @@ func (s *Store) PeriodUsage(ctx context.Context, starts []time.Time) ([]limiter.
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: period usage: %w", err)
 	}
-	values, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (limiter.CounterValue, error) {
-		var v limiter.CounterValue
-		err := row.Scan(&v.Key, &v.Start, &v.Used, &v.Seq)
-		v.Start = v.Start.UTC()
-		return v, err
-	})
+	values, err := pgx.CollectRows(rows, scanValue)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: period usage: %w", err)
 	}

@@ -62,7 +62,7 @@ func TestWriteSubSecond(t *testing.T) {
 	s := pgStore(t)
 	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	c := limiter.Counter{Key: "{key:k}:q:daily", Start: start.Add(300 * time.Millisecond)}
-	if err := s.Write(ctx, []limiter.CounterValue{{Counter: c, Used: 7, Seq: 2}}); err != nil {
+	if _, err := s.Write(ctx, []limiter.CounterValue{{Counter: c, Used: 7, Seq: 2}}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Load(ctx, []limiter.Counter{{Key: c.Key, Start: start}, c})

@@ -42,11 +42,13 @@ func RunStore(t *testing.T, newStore func(t *testing.T) quota.Store) {
 		}
 		return got
 	}
-	write := func(t *testing.T, s quota.Store, vs ...limiter.CounterValue) {
+	write := func(t *testing.T, s quota.Store, vs ...limiter.CounterValue) []limiter.CounterValue {
 		t.Helper()
-		if err := s.Write(ctx, vs); err != nil {
+		ahead, err := s.Write(ctx, vs)
+		if err != nil {
 			t.Fatalf("Write: %v", err)
 		}
+		return ahead
 	}
 	check := func(t *testing.T, got []limiter.CounterValue, want ...limiter.CounterValue) {
 		t.Helper()
@@ -93,6 +95,31 @@ func RunStore(t *testing.T, newStore func(t *testing.T) quota.Store) {
 		write(t, s, val(a, 49, 6)) // a refund: a newer, smaller value
 		check(t, load(t, s, a), val(a, 49, 6))
 	})
+	t.Run("ReportsWhatItHoldsAhead", func(t *testing.T) {
+		s := newStore(t)
+		if ahead := write(t, s, val(a, 50, 5), val(b, 7, 7), val(a2, 9, 9)); len(ahead) != 0 {
+			t.Errorf("first write: got %d values ahead, want none", len(ahead))
+		}
+		// Within one batch only the highest value of a counter is
+		// written; the others are not the store's to report. A value
+		// written again is not ahead of itself.
+		if ahead := write(t, s, val(b, 8, 8), val(b, 6, 6), val(a2, 9, 9)); len(ahead) != 0 {
+			t.Errorf("write of newer and equal values: got %d values ahead, want none: %v", len(ahead), ahead)
+		}
+		ny := time.FixedZone("EST", -5*3600)
+		older := limiter.Counter{Key: a.Key, Start: a.Start.In(ny)}
+		ahead := write(t, s,
+			val(older, 30, 3),  // older than the stored (50, 5)
+			val(b, 6, 8),       // the same Seq, other usage: a history that forked
+			val(a2, 11, 10),    // newer: taken
+			val(prefix, 40, 6)) // new: taken
+		slices.SortFunc(ahead, func(x, y limiter.CounterValue) int { return strings.Compare(x.Key, y.Key) })
+		if len(ahead) != 2 {
+			t.Fatalf("got %d values ahead, want 2 (a and b): %v", len(ahead), ahead)
+		}
+		check(t, ahead, val(a, 50, 5), val(b, 8, 8))
+		check(t, load(t, s, a, b, a2, prefix), val(a, 50, 5), val(b, 8, 8), val(a2, 11, 10), val(prefix, 40, 6))
+	})
 	t.Run("ConcurrentWritesKeepHighestSeq", func(t *testing.T) {
 		s := newStore(t)
 		const writers, per = 8, 25
@@ -102,7 +129,7 @@ func RunStore(t *testing.T, newStore func(t *testing.T) quota.Store) {
 			wg.Go(func() {
 				for i := range per {
 					seq := int64(i*writers + w + 1) // every seq once, interleaved
-					if err := s.Write(ctx, []limiter.CounterValue{val(a, seq*10, seq), val(b, seq, seq)}); err != nil {
+					if _, err := s.Write(ctx, []limiter.CounterValue{val(a, seq*10, seq), val(b, seq, seq)}); err != nil {
 						errs <- err
 						return
 					}
@@ -121,7 +148,7 @@ func RunStore(t *testing.T, newStore func(t *testing.T) quota.Store) {
 		s := newStore(t)
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if err := s.Write(cctx, []limiter.CounterValue{val(a, 1, 1)}); err == nil {
+		if _, err := s.Write(cctx, []limiter.CounterValue{val(a, 1, 1)}); err == nil {
 			t.Error("Write with a canceled context: got nil error")
 		}
 		if _, err := s.Load(cctx, []limiter.Counter{a}); err == nil {
@@ -169,7 +196,7 @@ func RunPeriodUsage(t *testing.T, newStore func(t *testing.T) PeriodUsage) {
 	for i := range many {
 		values = append(values, val(fmt.Sprintf("{ip:10.0.%d.%d}ip:10.0.%d.%d/qdaily", i/256, i%256, i/256, i%256), day, int64(1+i%7)))
 	}
-	if err := s.Write(ctx, values); err != nil {
+	if _, err := s.Write(ctx, values); err != nil {
 		t.Fatal(err)
 	}
 	check := func(name string, starts []time.Time, want []limiter.CounterValue) {
@@ -227,7 +254,7 @@ func RunPrune(t *testing.T, newStore func(t *testing.T) Prune) {
 			values = append(values, limiter.CounterValue{Counter: c, Used: 1, Seq: 1})
 		}
 	}
-	if err := s.Write(ctx, values); err != nil {
+	if _, err := s.Write(ctx, values); err != nil {
 		t.Fatal(err)
 	}
 	n, err := s.Prune(ctx, mar)
