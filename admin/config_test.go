@@ -1,16 +1,23 @@
 package admin_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/admin"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/limiter/storetest"
 	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
@@ -245,6 +252,42 @@ func TestRuleInvalid(t *testing.T) {
 	big := `{"subject":"user:a","rate":[],"pad":"` + strings.Repeat("x", 2<<20) + `"}`
 	wantError(t, e.post("/api/admin/quotas/config", big), http.StatusRequestEntityTooLarge, "body_too_large", "over 1048576 bytes")
 	wantError(t, e.post("/api/admin/quotas/reset", big), http.StatusRequestEntityTooLarge, "body_too_large", "")
+}
+
+// TestBodyTimeBound: a client that sends an admin request's headers and
+// then stalls its body gets a 408 in JSON once the body's time is up,
+// rather than holding the connection for as long as it likes.
+func TestBodyTimeBound(t *testing.T) {
+	defer admin.SetBodyTime(200 * time.Millisecond)()
+	clock := storetest.NewClock(t0)
+	e := newAPIOn(t, backends[0].open(t), hotPaths[0].open(t, clock), clock, "")
+	ts := httptest.NewServer(e.srv)
+	defer ts.Close()
+	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	began := time.Now()
+	fmt.Fprintf(conn, "POST /api/admin/quotas/reset HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"subject\":", ts.Listener.Addr())
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // the test's own bound
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	took := time.Since(began)
+	const want = `{"error":"request_timeout","message":"the request body did not arrive within 200ms"}`
+	if resp.StatusCode != http.StatusRequestTimeout || strings.TrimSpace(string(body)) != want {
+		t.Errorf("stalled body: %d %s, want 408 %s", resp.StatusCode, body, want)
+	}
+	if took < 200*time.Millisecond {
+		t.Errorf("answered after %v, before the body's time was up", took)
+	}
+	if n := e.changes.Load(); n != 0 {
+		t.Errorf("%d changes made from a body that never arrived", n)
+	}
 }
 
 // TestNotText: subjects, ids and parameters that no text column could

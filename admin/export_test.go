@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // StartStream serves a Server of o and runs its stream until the test
@@ -32,4 +33,12 @@ func SetUsageReaders(n int) (restore func()) {
 	old := usageReaders
 	usageReaders = n
 	return func() { usageReaders = old }
+}
+
+// SetBodyTime sets how long a request body may take to arrive, until
+// the returned function restores it.
+func SetBodyTime(d time.Duration) (restore func()) {
+	old := bodyTime
+	bodyTime = d
+	return func() { bodyTime = old }
 }

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -22,6 +23,12 @@ import (
 
 // maxBody bounds a request body.
 const maxBody = 1 << 20
+
+// bodyTime bounds the read of a request body: a client that stalls or
+// trickles one would otherwise hold its connection and goroutine for as
+// long as it likes (the servers bound only the headers' time, so that
+// the live stream and long reads are not cut). A variable for tests.
+var bodyTime = 10 * time.Second
 
 // apiError is an error answered as JSON {"error": Code, "message":
 // Message} with Status. Err, when set, is logged and never sent: clients
@@ -97,14 +104,28 @@ func (s *Server) api(h func(w http.ResponseWriter, r *http.Request) error) http.
 	}), false)
 }
 
-// readBody reads a request body of at most maxBody bytes.
+// readBody reads a request body of at most maxBody bytes within
+// bodyTime.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	// A ResponseWriter without deadlines (httptest's recorder) reads
+	// without a bound.
+	rc := http.NewResponseController(w)
+	bounded := rc.SetReadDeadline(time.Now().Add(bodyTime)) == nil
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if bounded && err == nil {
+		rc.SetReadDeadline(time.Time{})
+	}
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
 		return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large",
 			Message: fmt.Sprintf("the request body is over %d bytes", maxBody)}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The connection closes after the answer: net/http would
+		// otherwise wait for the rest of the body before answering.
+		w.Header().Set("Connection", "close")
+		return nil, &apiError{Status: http.StatusRequestTimeout, Code: "request_timeout",
+			Message: fmt.Sprintf("the request body did not arrive within %v", bodyTime)}
 	case err != nil:
 		return nil, badRequest("body: could not be read")
 	}
