@@ -212,8 +212,12 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 		return fmt.Errorf("admin.listen: %w", err)
 	}
 	errLog := log.New(logWriter(logf), "", 0)
-	proxySrv := &http.Server{Handler: px, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
-	adminSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	// The shutdown waits for both servers' handlers before its last
+	// flush, and cancels what those it cut still wait on.
+	running := newHandlers()
+	defer running.cut()
+	proxySrv := &http.Server{Handler: running.track(px), BaseContext: running.base, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	adminSrv := &http.Server{Handler: running.track(adm), BaseContext: running.base, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 
 	var wg sync.WaitGroup
 	// The ledger writers run until the drain ends, so that what in-flight
@@ -273,20 +277,29 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 		}
 	})
 	drained.Wait()
+	// Close does not wait for the handlers it cut, and a hijacked
+	// connection (a proxied WebSocket) outlives even a drain that ended
+	// in time: cancel what they wait on, so that they return, and what
+	// they record makes the last flush.
+	running.cut()
 	stopBG()
 	// The last flush gets what is left of the budget, and at least
-	// minLastFlush; the background work (stopping, normally within
-	// milliseconds) may not eat into that.
+	// minLastFlush; the handlers and the background work (returning,
+	// normally within milliseconds) may not eat into that.
 	flushBy := stopping.Add(shutdownBudget - exitReserve)
 	if least := time.Now().Add(minLastFlush); flushBy.Before(least) {
 		flushBy = least
 	}
+	handlersBy := flushBy.Add(-minLastFlush)
 	waitBy := time.Now().Add(time.Second)
-	if last := flushBy.Add(-minLastFlush); last.Before(waitBy) {
-		waitBy = last
+	if waitBy.After(handlersBy) {
+		waitBy = handlersBy
 	}
 	if !within(waitBy, wg.Wait) {
 		logf("shutdown: background work has not stopped yet; flushing anyway")
+	}
+	if n := running.wait(handlersBy); n > 0 {
+		logf("shutdown: %d requests still running after being cut; flushing anyway: what they record from now on (quota usage, refunds, violations, audit entries) may be lost", n)
 	}
 	fctx, fcancel := context.WithDeadline(context.Background(), flushBy)
 	defer fcancel()

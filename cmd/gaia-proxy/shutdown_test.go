@@ -118,3 +118,80 @@ func TestSIGTERMWithinBudget(t *testing.T) {
 		t.Logf("request in flight past the drain: %v", err)
 	}
 }
+
+// TestSIGTERMFlushesCutRequests: what a request cut at the drain's end
+// records still makes the last flush. The request is a POST whose
+// body nobody has read yet, stuck in its decision: its quota counter is
+// new, and the ledger it is seeded from hangs. Closing its connection
+// does not reach such a handler; the shutdown must cancel what it waits
+// on, so that it charges its quota (seeded from nothing), and wait for
+// it before flushing. The ledger answers again only well after the cut,
+// so the charge owes nothing to its own read getting through.
+func TestSIGTERMFlushesCutRequests(t *testing.T) {
+	dbURL := testenv.Schema(t)
+	rl, relayed := postgresRelay(t, dbURL)
+	up := newUpstream(t)
+	dir := t.TempDir()
+	// The in-process hot path, the ledger behind the relay; a drain much
+	// shorter than the limiter's wait for the ledger (1 s).
+	text := strings.NewReplacer("LISTEN", "127.0.0.1:0", "DBURL", relayed, "FLUSH", "100ms", "QUOTA", "1000000",
+		"redis: {url: \"REDISURL\", key_prefix: \"PREFIX\", timeout: 2s, failure_mode: closed}\n", "shutdown_timeout: 300ms\n").Replace(durableConfig)
+	file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)
+	var out strings.Builder
+	if err := run(context.Background(), []string{"migrate", "--config", file}, nil, &out, &out); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out.String())
+	}
+	cut := make(chan struct{}, 1)
+	p := spawnWith(t, nil, func(_ *process, line string) {
+		if strings.Contains(line, "cutting the requests still in flight") {
+			select {
+			case cut <- struct{}{}:
+			default:
+			}
+		}
+	}, "serve", "--config", file)
+	m := regexp.MustCompile(`proxy on (\S+) -> .*, limiter in-process, ledger postgres`).FindStringSubmatch(p.logs.String())
+	if m == nil {
+		t.Fatalf("no proxy address, or not the in-process limiter on PostgreSQL, in the log:\n%s", p.logs)
+	}
+
+	rl.Freeze()
+	go func() {
+		req, _ := http.NewRequest("POST", "http://"+m[1]+"/drain?sleep=3s", strings.NewReader("a body nobody reads yet"))
+		req.Header.Set("X-API-Key", "key-k")
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		if resp, err := tr.RoundTrip(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	// A margin for the request to reach its decision (milliseconds),
+	// well within the limiter's wait for the ledger.
+	time.Sleep(200 * time.Millisecond)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	select {
+	case <-cut:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the drain did not cut the request\n%s", p.logs)
+	}
+	time.Sleep(500 * time.Millisecond)
+	rl.Restore()
+	select {
+	case err := <-p.done:
+		took := time.Since(sent)
+		if err != nil || took >= 10*time.Second+500*time.Millisecond {
+			t.Errorf("SIGTERM: exit %v after %v, want exit status 0 within 10 s\n%s", err, took.Round(time.Millisecond), p.logs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit 30 s after SIGTERM\n%s", p.logs)
+	}
+	if got := ledgerUsed(t, dbURL); got != 1 {
+		t.Errorf("ledger: key k used %d after the exit, want 1 (the cut request's charge)\n%s", got, p.logs)
+	}
+	if logs := p.logs.String(); strings.Contains(logs, "still running after being cut") || !strings.Contains(logs, "shutdown complete: quota usage flushed") {
+		t.Errorf("the last flush did not find every handler returned, or failed:\n%s", logs)
+	}
+}
