@@ -317,11 +317,7 @@ func TestRedisOutage(t *testing.T) {
 					t.Errorf("%s redis: health %d %s, want %s", outage.name, resp.StatusCode, body, tc.health)
 				}
 				rl.Restore()
-				waitFor(t, 10*time.Second, "back on Redis", func() bool {
-					call(t, in.proxy+"/r", "X-API-Key: key-small") // probes go through requests
-					_, body := call(t, in.admin+"/health")
-					return strings.Contains(body, `"redis":{"status":"ok"`)
-				}, in.logs)
+				backOnRedis(t, in)
 				call(t, in.proxy+"/r", "X-API-Key: key-small") // on Redis
 			}
 			// Back on Redis, the key's usage before the outages still
@@ -338,6 +334,18 @@ func TestRedisOutage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// backOnRedis waits until in is back on Redis after an outage: /health
+// says so. Requests of key-small go through meanwhile, as the breaker's
+// probes go through requests.
+func backOnRedis(t *testing.T, in *instance) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "back on Redis", func() bool {
+		call(t, in.proxy+"/r", "X-API-Key: key-small")
+		_, body := call(t, in.admin+"/health")
+		return strings.Contains(body, `"redis":{"status":"ok"`)
+	}, in.logs)
 }
 
 // TestLocalQuotaUsageCarriedBack: quota usage decided by the in-process
@@ -376,11 +384,7 @@ func TestLocalQuotaUsageCarriedBack(t *testing.T) {
 		t.Fatalf("the requests were not decided locally:\n%s", in.logs)
 	}
 	rl.Restore()
-	waitFor(t, 10*time.Second, "back on Redis", func() bool {
-		call(t, in.proxy+"/r", "X-API-Key: key-small") // probes go through requests
-		_, body := call(t, in.admin+"/health")
-		return strings.Contains(body, `"redis":{"status":"ok"`)
-	}, in.logs)
+	backOnRedis(t, in)
 	for refused := 0; refused < 5; {
 		switch s := send(); s {
 		case 429:

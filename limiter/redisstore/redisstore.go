@@ -685,42 +685,95 @@ func (s *Store) slotOf(key string) int {
 	return int(crc16(tag) % numSlots)
 }
 
+// counterCalls spreads operations on quota counters over script calls
+// of one op: a call per slot (another past maxEvalKeys counters), its
+// arguments head followed by each counter's own.
+type counterCalls struct {
+	s     *Store
+	op    byte
+	head  packer
+	once  bool // each call runs once: its keys end with a marker
+	calls []*call
+	open  map[int]int // slot: its call taking more counters
+	at    []ref       // per counter added, in order: its call and place
+}
+
+// ref is a counter's call, and its place among the call's keys.
+type ref struct{ g, k int }
+
+func (s *Store) counterCalls(op byte, head packer, once bool) *counterCalls {
+	return &counterCalls{s: s, op: op, head: head, once: once, open: map[int]int{}}
+}
+
+// add adds counter c, with its arguments args (packed after those of
+// the counters before it).
+func (cc *counterCalls) add(c limiter.Counter, args ...int64) {
+	sl := cc.s.slotOf(c.Key)
+	g, ok := cc.open[sl]
+	if !ok || len(cc.calls[g].keys) == maxEvalKeys {
+		g = len(cc.calls)
+		cc.open[sl] = g
+		// Clipped: each call's arguments grow in an array of their own.
+		cc.calls = append(cc.calls, &call{op: cc.op, blob: slices.Clip(cc.head), slot: sl, done: make(chan struct{})})
+	}
+	cl := cc.calls[g]
+	cc.at = append(cc.at, ref{g, len(cl.keys)})
+	cl.keys = append(cl.keys, cc.s.quotaKey(c.Key, c.Start))
+	for _, a := range args {
+		cl.blob = cl.blob.num(a)
+	}
+}
+
+// run sends the calls and waits for their replies.
+func (cc *counterCalls) run(ctx context.Context) error {
+	if cc.once {
+		for _, c := range cc.calls {
+			cc.s.once(c)
+		}
+	}
+	if err := cc.s.waitAll(ctx, cc.calls); err != nil {
+		return err
+	}
+	for _, c := range cc.calls {
+		if c.err != nil {
+			return c.err
+		}
+	}
+	return nil
+}
+
+// values reads the replies of a run that answers, per counter, its
+// usage and seq after the call (-1 and -1: left alone), and returns
+// those of the counters it changed, counters[i] being the i-th added.
+func (cc *counterCalls) values(counters []limiter.Counter) ([]limiter.CounterValue, error) {
+	var values []limiter.CounterValue
+	for i, r := range cc.at {
+		c := cc.calls[r.g]
+		n := len(c.keys)
+		if cc.once {
+			n-- // the marker
+		}
+		if len(c.res) != 16*n {
+			return nil, fmt.Errorf("script replied %d bytes for %d counters", len(c.res), n)
+		}
+		if used, seq := num(c.res, 16*r.k), num(c.res, 16*r.k+8); used >= 0 {
+			values = append(values, limiter.CounterValue{Counter: counters[i], Used: used, Seq: seq})
+		}
+	}
+	return values, nil
+}
+
 // Seed implements limiter.Store.
 func (s *Store) Seed(ctx context.Context, values []limiter.CounterValue) error {
 	if len(values) == 0 {
 		return nil
 	}
-	var (
-		calls []*call
-		packs []packer
-		slots []int
-	)
-	for i := range values {
-		v := &values[i]
-		sl := s.slotOf(v.Key)
-		g := slices.Index(slots, sl)
-		if g < 0 {
-			g = len(calls)
-			slots = append(slots, sl)
-			calls = append(calls, &call{op: 'S', slot: sl, done: make(chan struct{})})
-			packs = append(packs, packer{}.num(seedTTL.Milliseconds()))
-		}
-		calls[g].keys = append(calls[g].keys, s.quotaKey(v.Key, v.Start))
-		packs[g] = packs[g].num(v.Used).num(v.Seq)
+	cc := s.counterCalls('S', packer{}.num(seedTTL.Milliseconds()), false)
+	for _, v := range values {
+		cc.add(v.Counter, v.Used, v.Seq)
 	}
-	for g, c := range calls {
-		c.blob = packs[g]
-	}
-	fail := func(err error) error {
+	if err := cc.run(ctx); err != nil {
 		return fmt.Errorf("redisstore: seed %q: %w: %w", values[0].Key, limiter.ErrUnavailable, err)
-	}
-	if err := s.waitAll(ctx, calls); err != nil {
-		return fail(err)
-	}
-	for _, c := range calls {
-		if c.err != nil {
-			return fail(c.err)
-		}
 	}
 	return nil
 }
@@ -733,47 +786,19 @@ func (s *Store) Raise(ctx context.Context, ledger []limiter.CounterValue) ([]lim
 	if len(ledger) == 0 {
 		return nil, nil
 	}
-	type ref struct{ g, k int }
-	var (
-		calls []*call
-		packs []packer
-		open  = map[int]int{} // slot: its call taking more counters
-		refs  []ref
-	)
-	for _, v := range ledger {
-		sl := s.slotOf(v.Key)
-		g, ok := open[sl]
-		if !ok || len(calls[g].keys) == maxEvalKeys {
-			g = len(calls)
-			open[sl] = g
-			calls = append(calls, &call{op: 'L', slot: sl, done: make(chan struct{})})
-			packs = append(packs, packer{})
-		}
-		refs = append(refs, ref{g, len(calls[g].keys)})
-		calls[g].keys = append(calls[g].keys, s.quotaKey(v.Key, v.Start))
-		packs[g] = packs[g].num(v.Used).num(v.Seq)
+	cc := s.counterCalls('L', packer{}, false)
+	counters := make([]limiter.Counter, len(ledger))
+	for i, v := range ledger {
+		cc.add(v.Counter, v.Used, v.Seq)
+		counters[i] = v.Counter
 	}
-	for g, c := range calls {
-		c.blob = packs[g]
-	}
-	fail := func(err error) error {
-		return fmt.Errorf("redisstore: raise %q: %w: %w", ledger[0].Key, limiter.ErrUnavailable, err)
-	}
-	if err := s.waitAll(ctx, calls); err != nil {
-		return nil, fail(err)
-	}
+	err := cc.run(ctx)
 	var raised []limiter.CounterValue
-	for i, r := range refs {
-		c := calls[r.g]
-		if c.err != nil {
-			return nil, fail(c.err)
-		}
-		if n := len(c.keys); len(c.res) != 16*n {
-			return nil, fail(fmt.Errorf("script replied %d bytes for %d counters", len(c.res), n))
-		}
-		if used, seq := num(c.res, 16*r.k), num(c.res, 16*r.k+8); used >= 0 {
-			raised = append(raised, limiter.CounterValue{Counter: ledger[i].Counter, Used: used, Seq: seq})
-		}
+	if err == nil {
+		raised, err = cc.values(counters)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: raise %q: %w: %w", ledger[0].Key, limiter.ErrUnavailable, err)
 	}
 	return raised, nil
 }
@@ -791,49 +816,22 @@ func (s *Store) Refund(ctx context.Context, counters []limiter.Counter, cost int
 	if s.now != nil {
 		head = packer{}.num(s.now().UnixMicro()).num(cost)
 	}
-	type ref struct{ g, k int }
-	var (
-		calls  []*call
-		slots  []int
-		refs   []ref
-		unique []limiter.Counter
-	)
+	cc := s.counterCalls('R', head, true)
+	var unique []limiter.Counter
 	for i, c := range counters {
 		if slices.ContainsFunc(counters[:i], c.Is) {
 			continue
 		}
-		sl := s.slotOf(c.Key)
-		g := slices.Index(slots, sl)
-		if g < 0 {
-			g = len(calls)
-			slots = append(slots, sl)
-			calls = append(calls, &call{op: 'R', blob: head, slot: sl, done: make(chan struct{})})
-		}
-		refs = append(refs, ref{g, len(calls[g].keys)})
+		cc.add(c)
 		unique = append(unique, c)
-		calls[g].keys = append(calls[g].keys, s.quotaKey(c.Key, c.Start))
 	}
-	for _, c := range calls {
-		s.once(c)
-	}
-	fail := func(err error) error {
-		return fmt.Errorf("redisstore: refund %q: %w: %w", counters[0].Key, limiter.ErrUnavailable, err)
-	}
-	if err := s.waitAll(ctx, calls); err != nil {
-		return nil, fail(err)
-	}
+	err := cc.run(ctx)
 	var values []limiter.CounterValue
-	for i, r := range refs {
-		c := calls[r.g]
-		if c.err != nil {
-			return nil, fail(c.err)
-		}
-		if n := len(c.keys) - 1; len(c.res) != 16*n {
-			return nil, fail(fmt.Errorf("script replied %d bytes for %d counters", len(c.res), n))
-		}
-		if used, seq := num(c.res, 16*r.k), num(c.res, 16*r.k+8); used >= 0 {
-			values = append(values, limiter.CounterValue{Counter: unique[i], Used: used, Seq: seq})
-		}
+	if err == nil {
+		values, err = cc.values(unique)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: refund %q: %w: %w", counters[0].Key, limiter.ErrUnavailable, err)
 	}
 	return values, nil
 }
