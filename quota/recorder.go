@@ -126,6 +126,11 @@ type Recorder struct {
 	covered  uint64 // f.dropped when the last successful resync began
 	id       string // this process, to a Heartbeater
 	deaths   int    // processes found dead, and so resyncs owed
+
+	// Raises not yet logged (see noteRaise).
+	raiseLogged time.Time
+	raised      int
+	raiseFails  int
 }
 
 var _ limiter.Ledger = (*Recorder)(nil)
@@ -375,14 +380,44 @@ func (r *Recorder) write(ctx context.Context, values []limiter.CounterValue) err
 	rctx, cancel := context.WithTimeout(ctx, raiseTimeout)
 	defer cancel()
 	raised, rerr := raiser.Raise(rctx, ahead)
-	switch {
-	case rerr != nil:
-		r.f.logf("quota ledger: %d counters in the ledger are ahead of what was written; raising the hot path's failed: %v", len(ahead), rerr)
-	case len(raised) > 0:
-		r.f.logf("quota ledger: %d quota counters in the hot path were behind the ledger (restored from older data, or charged without usage decided while it was away); raised to the ledger's usage", len(raised))
+	if rerr == nil {
 		r.Record(raised)
 	}
+	r.noteRaise(len(raised), rerr)
 	return nil
+}
+
+// raiseLogEvery spaces the logs of raising: a replica cut off from Redis
+// while others use it may find counters ahead, and fail to raise them,
+// at every flush.
+const raiseLogEvery = time.Minute
+
+// noteRaise logs the outcome of a Raise that changed n counters or
+// failed with err: the first, then at most one line every
+// raiseLogEvery, counting what came between.
+func (r *Recorder) noteRaise(n int, err error) {
+	if n == 0 && err == nil {
+		return
+	}
+	r.mu.Lock()
+	r.raised += n
+	if err != nil {
+		r.raiseFails++
+	}
+	now := r.f.now()
+	if !r.raiseLogged.IsZero() && now.Sub(r.raiseLogged) < raiseLogEvery {
+		r.mu.Unlock()
+		return
+	}
+	raised, fails := r.raised, r.raiseFails
+	r.raised, r.raiseFails, r.raiseLogged = 0, 0, now
+	r.mu.Unlock()
+	if raised > 0 {
+		r.f.logf("quota ledger: %d quota counters in the hot path were behind the ledger (restored from older data, or charged without usage decided while it was away); raised to the ledger's usage", raised)
+	}
+	if err != nil {
+		r.f.logf("quota ledger: counters in the ledger are ahead of the hot path's; raising them failed %d times: %v", fails, err)
+	}
 }
 
 // Leave tells a Heartbeater Source that this process stops with

@@ -574,7 +574,7 @@ func TestRaiseBehindLedger(t *testing.T) {
 	l, s := newLedger()
 	l.m[id(ca)] = val(ca, 20, 20) // written before Redis went back to (10, 10)
 	src := &raisingHotPath{raised: []limiter.CounterValue{val(ca, 20, 21)}}
-	r, _, lg := newRecorder(t, s, &quota.RecorderOptions{Source: src})
+	r, clk, lg := newRecorder(t, s, &quota.RecorderOptions{Source: src})
 
 	r.Record([]limiter.CounterValue{val(ca, 12, 12), val(cb, 1, 1)})
 	flush(t, r)
@@ -594,14 +594,23 @@ func TestRaiseBehindLedger(t *testing.T) {
 		t.Errorf("Raise asked again, %v, with nothing ahead", src.asked[1:])
 	}
 
+	// A raise that fails: logged once a minute, however often.
 	src.fail, src.raised = errors.New("redis away"), nil
 	l.m[id(cb)] = val(cb, 5, 5)
-	r.Record([]limiter.CounterValue{val(cb, 2, 2)})
-	if err := r.Flush(context.Background()); err != nil {
-		t.Errorf("Flush with a failing Raise: %v, want nil (the write succeeded)", err)
+	for range 3 {
+		r.Record([]limiter.CounterValue{val(cb, 2, 2)})
+		if err := r.Flush(context.Background()); err != nil {
+			t.Errorf("Flush with a failing Raise: %v, want nil (the write succeeded)", err)
+		}
 	}
-	if lg.count("raising the hot path's failed: redis away") != 1 {
-		t.Errorf("logs: %q, want the failed raise logged", lg.lines)
+	if n := lg.count("raising them failed"); n != 0 {
+		t.Errorf("logs: %q, want no failure logged within a minute of the last raise's line", lg.lines)
+	}
+	clk.Add(time.Minute)
+	r.Record([]limiter.CounterValue{val(cb, 2, 2)})
+	flush(t, r)
+	if lg.count("raising them failed 4 times: redis away") != 1 {
+		t.Errorf("logs: %q, want the 4 failed raises logged in one line", lg.lines)
 	}
 	if st := r.Stats(); st.Pending != 0 || !st.Healthy {
 		t.Errorf("Stats after a failed raise: %+v, want nothing pending, healthy", st)
