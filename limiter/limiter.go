@@ -508,7 +508,32 @@ func (l *Limiter) Reset(ctx context.Context, limits []Limit) error {
 		return fmt.Errorf("limiter: reset: %w", err)
 	}
 	if l.ledger != nil && len(values) > 0 {
-		l.ledger.Record(values)
+		l.ledger.Record(l.outrank(ctx, values))
 	}
 	return nil
+}
+
+// outrank returns the zeroed counters of a reset, each with a Seq above
+// the ledger's. A store behind the ledger (Redis restored from older
+// data, or back after usage was decided by the fallback) gives a zero
+// whose Seq the ledger already holds; the ledger would keep its usage
+// and, finding itself ahead, have the store raised back to it, undoing
+// the reset. With the higher Seq the zero lands, and the store's next
+// value, behind it, is raised to the zero plus what it counts since. A
+// ledger that cannot be read in time leaves values as they are.
+func (l *Limiter) outrank(ctx context.Context, values []CounterValue) []CounterValue {
+	counters := make([]Counter, len(values))
+	for i, v := range values {
+		counters[i] = v.Counter
+	}
+	lctx, cancel := context.WithTimeout(ctx, l.ledgerTimeout)
+	defer cancel()
+	led, err := l.ledger.Load(lctx, counters)
+	if err != nil || len(led) != len(values) {
+		return values
+	}
+	for i := range values {
+		values[i].Seq = max(values[i].Seq, led[i].Seq+1)
+	}
+	return values
 }

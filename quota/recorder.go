@@ -44,6 +44,12 @@ type RecorderOptions struct {
 	// counters the ledger holds ahead of what was written, and brings
 	// those it holds behind the ledger up to it (see Raiser); the values
 	// it raises are recorded.
+	// RaiseTimeout bounds a Raise (see Source), which runs within a
+	// flush: the server gives it Redis's timeout for a decision, so that
+	// a Redis that hangs delays a flush no longer than it holds a
+	// request. A Raise that fails is tried again by the next write that
+	// finds its counters ahead. Zero means 1s.
+	RaiseTimeout time.Duration
 	// HeartbeatInterval is how often Run tells a Heartbeater Source
 	// that this process is alive; a process silent for three intervals
 	// is taken for dead. Zero means 10s.
@@ -75,10 +81,6 @@ type Heartbeater interface {
 type Raiser interface {
 	Raise(ctx context.Context, ledger []limiter.CounterValue) ([]limiter.CounterValue, error)
 }
-
-// raiseTimeout bounds a Raise: a hot path that does not answer loses
-// nothing by waiting for the next write that finds the counter behind.
-const raiseTimeout = time.Second
 
 // CounterSource lists the quota counters a hot path holds, a batch at a
 // time: limiter/redisstore's Store.
@@ -143,6 +145,9 @@ func NewRecorder(store Store, o *RecorderOptions) *Recorder {
 	}
 	if r.o.MaxPending <= 0 {
 		r.o.MaxPending = 100000
+	}
+	if r.o.RaiseTimeout <= 0 {
+		r.o.RaiseTimeout = time.Second
 	}
 	if r.o.HeartbeatInterval <= 0 {
 		r.o.HeartbeatInterval = 10 * time.Second
@@ -377,7 +382,7 @@ func (r *Recorder) write(ctx context.Context, values []limiter.CounterValue) err
 	if err != nil || len(ahead) == 0 || !ok {
 		return err
 	}
-	rctx, cancel := context.WithTimeout(ctx, raiseTimeout)
+	rctx, cancel := context.WithTimeout(ctx, r.o.RaiseTimeout)
 	defer cancel()
 	raised, rerr := raiser.Raise(rctx, ahead)
 	if rerr == nil {

@@ -557,12 +557,16 @@ type raisingHotPath struct {
 	asked  [][]limiter.CounterValue
 	raised []limiter.CounterValue
 	fail   error
+	within []time.Duration // per Raise, the time its context left it
 }
 
-func (h *raisingHotPath) Raise(_ context.Context, ledger []limiter.CounterValue) ([]limiter.CounterValue, error) {
+func (h *raisingHotPath) Raise(ctx context.Context, ledger []limiter.CounterValue) ([]limiter.CounterValue, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.asked = append(h.asked, slices.Clone(ledger))
+	if deadline, ok := ctx.Deadline(); ok {
+		h.within = append(h.within, time.Until(deadline))
+	}
 	return h.raised, h.fail
 }
 
@@ -574,7 +578,7 @@ func TestRaiseBehindLedger(t *testing.T) {
 	l, s := newLedger()
 	l.m[id(ca)] = val(ca, 20, 20) // written before Redis went back to (10, 10)
 	src := &raisingHotPath{raised: []limiter.CounterValue{val(ca, 20, 21)}}
-	r, clk, lg := newRecorder(t, s, &quota.RecorderOptions{Source: src})
+	r, clk, lg := newRecorder(t, s, &quota.RecorderOptions{Source: src, RaiseTimeout: 50 * time.Millisecond})
 
 	r.Record([]limiter.CounterValue{val(ca, 12, 12), val(cb, 1, 1)})
 	flush(t, r)
@@ -582,6 +586,10 @@ func TestRaiseBehindLedger(t *testing.T) {
 		t.Fatalf("Raise asked %v, want once, for a", src.asked)
 	}
 	wantValue(t, src.asked[0][0], 20, 20)
+	// A hung hot path holds the flush no longer than RaiseTimeout.
+	if len(src.within) != 1 || src.within[0] > 50*time.Millisecond {
+		t.Errorf("Raise's context left it %v, want at most RaiseTimeout (50ms)", src.within)
+	}
 	if lg.count("1 quota counters in the hot path were behind the ledger") != 1 {
 		t.Errorf("logs: %q, want the raise logged", lg.lines)
 	}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,8 +25,10 @@ type handlers struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	n       atomic.Int64 // handlers running
+	waiting atomic.Bool  // wait was called: done must look for idle
+
 	mu   sync.Mutex
-	n    int           // handlers running
 	idle chan struct{} // closed when n drops to 0, made by wait
 }
 
@@ -37,22 +40,23 @@ func newHandlers() *handlers {
 // base is an http.Server's BaseContext.
 func (hs *handlers) base(net.Listener) context.Context { return hs.ctx }
 
-// track wraps h to count its running calls.
+// track wraps h to count its running calls: an atomic add each way, the
+// lock only once the shutdown waits.
 func (hs *handlers) track(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hs.mu.Lock()
-		hs.n++
-		hs.mu.Unlock()
+		hs.n.Add(1)
 		defer hs.done() // also when h panics (http.ErrAbortHandler)
 		h.ServeHTTP(w, r)
 	})
 }
 
 func (hs *handlers) done() {
+	if hs.n.Add(-1) != 0 || !hs.waiting.Load() {
+		return
+	}
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	hs.n--
-	if hs.n == 0 && hs.idle != nil {
+	if hs.n.Load() == 0 && hs.idle != nil {
 		close(hs.idle)
 		hs.idle = nil
 	}
@@ -65,7 +69,10 @@ func (hs *handlers) cut() { hs.cancel() }
 // still run.
 func (hs *handlers) wait(t time.Time) int {
 	hs.mu.Lock()
-	if hs.n == 0 {
+	// waiting is set before n is read: a done that takes n to 0 after
+	// this read sees waiting, and closes idle once the lock is free.
+	hs.waiting.Store(true)
+	if hs.n.Load() == 0 {
 		hs.mu.Unlock()
 		return 0
 	}
@@ -81,7 +88,5 @@ func (hs *handlers) wait(t time.Time) int {
 		return 0
 	case <-timer.C:
 	}
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	return hs.n
+	return int(hs.n.Load())
 }

@@ -1,9 +1,14 @@
 package redisstore
 
 import (
+	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
+	"github.com/gaia-proxy/gaia-proxy/quota/boltstore"
 )
 
 // TestRaise checks quota.Raiser's rule on counters in several slots: a
@@ -75,5 +80,73 @@ func TestRaise(t *testing.T) {
 				t.Errorf("Raise again = %+v, %v; want nothing raised", again, err)
 			}
 		})
+	}
+}
+
+// TestResetOutranksLedger: an admin reset while Redis is behind the
+// ledger (here the ledger holds 60 at seq 40, Redis 5 at seq 5) stays a
+// reset. Its zero reaches the ledger with a seq above the ledger's, so
+// the ledger takes it and does not have Redis raised back to 60; Redis's
+// next charge, behind the zero, is raised to it and counts on from 0.
+func TestResetOutranksLedger(t *testing.T) {
+	ctx := t.Context()
+	s := New(testenv.Redis(t), &Options{Prefix: testenv.Prefix(t)})
+	defer s.Close()
+	bs, err := boltstore.Open(filepath.Join(t.TempDir(), "gaia.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bs.Close()
+	rec := quota.NewRecorder(bs, &quota.RecorderOptions{Source: s, Logf: t.Logf})
+	lim := limiter.New(s, &limiter.Options{Ledger: rec, Timeout: -1})
+	limits := []limiter.Limit{{Name: "q", Key: "{user:alice}user:alice/qdaily", Limit: 100, Period: quota.Calendar{Unit: quota.Daily, Loc: time.UTC}}}
+	decide := func(cost int64) limiter.Status {
+		t.Helper()
+		d, err := lim.Decide(ctx, limits, cost)
+		if err != nil || !d.Allowed {
+			t.Fatalf("Decide(%d) = %+v, %v", cost, d, err)
+		}
+		return d.Statuses[0]
+	}
+	flush := func() {
+		t.Helper()
+		if err := rec.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ledger := func(c limiter.Counter) limiter.CounterValue {
+		t.Helper()
+		v, err := bs.Load(ctx, []limiter.Counter{c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v[0]
+	}
+	for range 5 {
+		decide(1)
+	}
+	flush()
+	c := decide(0).Counter
+	if _, err := bs.Write(ctx, []limiter.CounterValue{{Counter: c, Used: 60, Seq: 40}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lim.Reset(ctx, limits); err != nil {
+		t.Fatal(err)
+	}
+	flush()
+	if st := decide(0); st.Used != 0 {
+		t.Errorf("Redis after the reset and a flush: used %d, want 0 (the reset undone by a raise)", st.Used)
+	}
+	if v := ledger(c); v.Used != 0 || v.Seq <= 40 {
+		t.Errorf("ledger after the reset: used %d seq %d, want 0 above seq 40", v.Used, v.Seq)
+	}
+	decide(1)
+	flush() // the charge, behind the zero, is refused; Redis is raised
+	flush() // and the raised value lands
+	if st := decide(0); st.Used != 1 {
+		t.Errorf("Redis after a charge and its raise: used %d, want 1", st.Used)
+	}
+	if v := ledger(c); v.Used != 1 {
+		t.Errorf("ledger after a charge and its raise: used %d seq %d, want 1", v.Used, v.Seq)
 	}
 }
