@@ -253,6 +253,46 @@ func TestCrashKeepsQuotaExact(t *testing.T) {
 	}
 }
 
+// TestReplicasShareLedger: three replicas on one Redis and one
+// PostgreSQL ledger, hammered on one quota, flushing every 50 ms. Their
+// writes of the shared counter interleave, so the ledger keeps refusing
+// values older than one another replica wrote; those must change
+// nothing: the upstream sees exactly the quota, the ledger holds exactly
+// it after the shutdown, and no replica raises a counter in Redis (which
+// is never behind the ledger here).
+func TestReplicasShareLedger(t *testing.T) {
+	redisURL, dbURL, prefix := testenv.RedisURL(t), testenv.Schema(t), testenv.Prefix(t)
+	const quota = 2000
+	up := newUpstream(t)
+	var replicas []*instance
+	for i := range 3 {
+		dir := t.TempDir()
+		text := strings.NewReplacer("LISTEN", "127.0.0.1:0", "REDISURL", redisURL, "PREFIX", prefix,
+			"DBURL", dbURL, "FLUSH", "50ms", "QUOTA", fmt.Sprint(quota)).Replace(durableConfig)
+		file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)
+		if i == 0 {
+			replicas = append(replicas, startMigrated(t, file))
+		} else {
+			replicas = append(replicas, start(t, file))
+		}
+	}
+	codes := hammer(routeR(replicas), "key-k", 4, whenSpent(up, "key:k", quota), nil)
+	if got := len(up.arrived("key:k")); got != quota {
+		t.Errorf("the upstream saw %d requests of a quota of %d shared by three replicas (answers %v)", got, quota, codes)
+	}
+	for _, in := range replicas {
+		in.stop(t)
+	}
+	if used := ledgerUsed(t, dbURL); used != quota {
+		t.Errorf("the ledger holds %d, want exactly %d", used, quota)
+	}
+	for i, in := range replicas {
+		if logs := in.logs.String(); strings.Contains(logs, "behind the ledger") || strings.Contains(logs, "raising them failed") {
+			t.Errorf("replica %d raised counters that were never behind:\n%s", i, logs)
+		}
+	}
+}
+
 // TestKilledProcessResynced kills gaia-proxy with SIGKILL before its
 // flush, and starts it again: the usage that only Redis held reaches the
 // ledger by itself, though the subject sends nothing more (SPEC §6: an
