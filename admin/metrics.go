@@ -129,6 +129,11 @@ func NewMetrics(o *MetricsOptions) *Metrics {
 	}
 	var ledgers []ledger
 	if f := o.Usage; f != nil {
+		m.reg.MustRegister(
+			counterFunc("gaia_quota_raised_total", "Quota counters raised in Redis to the ledger's usage because Redis was behind it (restored from older data, or charged without usage decided while it was away): each one a sign of usage Redis had lost.",
+				func() float64 { return float64(f().Raised) }),
+			counterFunc("gaia_quota_raise_errors_total", "Attempts to raise quota counters in Redis to the ledger's usage that failed (retried at the next write that finds them behind).",
+				func() float64 { return float64(f().RaiseErrors) }))
 		ledgers = append(ledgers, ledger{"usage",
 			func() float64 { return f().Lag.Seconds() },
 			func() float64 { return float64(f().Pending) },

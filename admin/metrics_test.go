@@ -26,7 +26,7 @@ func TestMetrics(t *testing.T) {
 			return limiter.State{Healthy: false, Mode: "fallback-local", Failures: 7, HeldRefusals: 11}
 		},
 		Usage: func() quota.Stats {
-			return quota.Stats{Pending: 12, Dropped: 2, Lag: 1500 * time.Millisecond, Healthy: true, Errors: 4}
+			return quota.Stats{Pending: 12, Dropped: 2, Lag: 1500 * time.Millisecond, Healthy: true, Errors: 4, Raised: 5, RaiseErrors: 6}
 		},
 		Journal: func() quota.JournalStats {
 			return quota.JournalStats{PendingViolations: 3, PendingRollups: 4, DroppedViolations: 1, Lag: 3 * time.Second, Healthy: false, Errors: 9}
@@ -96,6 +96,8 @@ func TestMetrics(t *testing.T) {
 		{"gaia_ledger_queue", "ledger=usage", 12},
 		{"gaia_ledger_queue", "ledger=journal", 7},
 		{"gaia_ledger_dropped_total", "ledger=usage", 2},
+		{"gaia_quota_raised_total", "", 5},
+		{"gaia_quota_raise_errors_total", "", 6},
 		{"gaia_ledger_dropped_total", "ledger=journal", 1},
 		{"gaia_ledger_errors_total", "ledger=usage", 4},
 		{"gaia_ledger_errors_total", "ledger=journal", 9},

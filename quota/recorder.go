@@ -104,6 +104,11 @@ type Stats struct {
 	Healthy bool
 	// Errors counts failed writes.
 	Errors uint64
+	// Raised counts quota counters raised in the hot path to the
+	// ledger's usage (see Raiser): Redis restored from older data, or
+	// usage decided while it was away. RaiseErrors counts Raises that
+	// failed.
+	Raised, RaiseErrors uint64
 }
 
 // Recorder is the limiter.Ledger on top of a Store: Record buffers the
@@ -129,10 +134,11 @@ type Recorder struct {
 	id       string // this process, to a Heartbeater
 	deaths   int    // processes found dead, and so resyncs owed
 
-	// Raises not yet logged (see noteRaise).
-	raiseLogged time.Time
-	raised      int
-	raiseFails  int
+	// Raises not yet logged (see noteRaise), and in all (Stats).
+	raiseLogged         time.Time
+	raised              int
+	raiseFails          int
+	raisedAll, raiseErr uint64
 }
 
 var _ limiter.Ledger = (*Recorder)(nil)
@@ -406,8 +412,10 @@ func (r *Recorder) noteRaise(n int, err error) {
 	}
 	r.mu.Lock()
 	r.raised += n
+	r.raisedAll += uint64(n)
 	if err != nil {
 		r.raiseFails++
+		r.raiseErr++
 	}
 	now := r.f.now()
 	if !r.raiseLogged.IsZero() && now.Sub(r.raiseLogged) < raiseLogEvery {
@@ -480,7 +488,8 @@ func (r *Recorder) Flush(ctx context.Context) error {
 func (r *Recorder) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := Stats{Pending: len(r.pending) + len(r.inflight) - r.overlap, Dropped: r.f.dropped, LastFlush: r.f.last, Healthy: !r.f.failed, Errors: r.f.errors}
+	s := Stats{Pending: len(r.pending) + len(r.inflight) - r.overlap, Dropped: r.f.dropped, LastFlush: r.f.last, Healthy: !r.f.failed, Errors: r.f.errors,
+		Raised: r.raisedAll, RaiseErrors: r.raiseErr}
 	oldest := r.since
 	if len(r.inflight) > 0 {
 		oldest = r.flying

@@ -620,7 +620,7 @@ func TestRaiseBehindLedger(t *testing.T) {
 	if lg.count("raising them failed 4 times: redis away") != 1 {
 		t.Errorf("logs: %q, want the 4 failed raises logged in one line", lg.lines)
 	}
-	if st := r.Stats(); st.Pending != 0 || !st.Healthy {
-		t.Errorf("Stats after a failed raise: %+v, want nothing pending, healthy", st)
+	if st := r.Stats(); st.Pending != 0 || !st.Healthy || st.Raised != 1 || st.RaiseErrors != 4 {
+		t.Errorf("Stats after the raises: %+v, want nothing pending, healthy, 1 raised, 4 failed", st)
 	}
 }

@@ -405,6 +405,9 @@ func TestLocalQuotaUsageCarriedBack(t *testing.T) {
 	if !strings.Contains(in.logs.String(), "behind the ledger") {
 		t.Errorf("the raise was not logged:\n%s", in.logs)
 	}
+	if n := metric(t, in.admin, "gaia_quota_raised_total"); n < 1 {
+		t.Errorf("gaia_quota_raised_total = %v, want the raise counted", n)
+	}
 }
 
 // TestHealthFollowsRedis: /health looks at Redis itself, with no
