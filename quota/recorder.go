@@ -39,16 +39,17 @@ type RecorderOptions struct {
 	// Heartbeater learns of processes that stopped without writing
 	// everything (HeartbeatInterval), and Run resyncs after them too.
 	Source CounterSource
-	//
-	// A Source that is also a Raiser is told, after each write, of the
+	// Raiser, when not nil, is the hot path (limiter/redisstore's or
+	// limiter/memstore's Store): after each write it is told of the
 	// counters the ledger holds ahead of what was written, and brings
 	// those it holds behind the ledger up to it (see Raiser); the values
 	// it raises are recorded.
-	// RaiseTimeout bounds a Raise (see Source), which runs within a
-	// flush: the server gives it Redis's timeout for a decision, so that
-	// a Redis that hangs delays a flush no longer than it holds a
-	// request. A Raise that fails is tried again by the next write that
-	// finds its counters ahead. Zero means 1s.
+	Raiser Raiser
+	// RaiseTimeout bounds a Raise, which runs within a flush: the server
+	// gives it Redis's timeout for a decision, so that a Redis that
+	// hangs delays a flush no longer than it holds a request. A Raise
+	// that fails is tried again by the next write that finds its
+	// counters ahead. Zero means 1s.
 	RaiseTimeout time.Duration
 	// HeartbeatInterval is how often Run tells a Heartbeater Source
 	// that this process is alive; a process silent for three intervals
@@ -66,13 +67,15 @@ type Heartbeater interface {
 	Leave(ctx context.Context, id string) error
 }
 
-// Raiser brings quota counters of a hot path (limiter/redisstore's
-// Store) that went back behind the ledger up to it. A counter goes back
-// when the hot path comes back with older data (Redis restarted from an
-// old snapshot, or a replica that lagged promoted) or charged it without
-// the usage decided while it was away (a replica's in-process fallback);
-// the ledger, which keeps the highest Seq, then refuses its values until
-// its Seq passes the ledger's, and takes its lower usage after. Raise
+// Raiser brings quota counters of a hot path (limiter/redisstore's or
+// limiter/memstore's Store) that went back behind the ledger up to it.
+// A counter goes back when the hot path comes back with older data
+// (Redis restarted from an old snapshot, or a replica that lagged
+// promoted), charged it without the usage decided while it was away (a
+// replica's in-process fallback), or started it from zero because the
+// ledger could not be read when it was seeded; the ledger, which keeps
+// the highest Seq, then refuses its values until its Seq passes the
+// ledger's, and takes its lower usage after. Raise
 // takes the ledger's values; a counter whose Seq is below the ledger's,
 // or equal with other usage, gets the larger usage of the two and a Seq
 // above both; the others (a value merely older than the ledger's, from
@@ -375,8 +378,8 @@ func (r *Recorder) resync(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// write writes values to the store and, with a Raiser Source, raises the
-// hot path's counters that the store holds ahead; a failed Raise is
+// write writes values to the store and, with a Raiser, raises the hot
+// path's counters that the store holds ahead; a failed Raise is
 // logged and left to the next write.
 func (r *Recorder) write(ctx context.Context, values []limiter.CounterValue) error {
 	var ahead []limiter.CounterValue
@@ -384,8 +387,8 @@ func (r *Recorder) write(ctx context.Context, values []limiter.CounterValue) err
 		ahead, err = r.store.Write(ctx, values)
 		return err
 	})
-	raiser, ok := r.o.Source.(Raiser)
-	if err != nil || len(ahead) == 0 || !ok {
+	raiser := r.o.Raiser
+	if err != nil || len(ahead) == 0 || raiser == nil {
 		return err
 	}
 	rctx, cancel := context.WithTimeout(ctx, r.o.RaiseTimeout)

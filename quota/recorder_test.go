@@ -578,7 +578,7 @@ func TestRaiseBehindLedger(t *testing.T) {
 	l, s := newLedger()
 	l.m[id(ca)] = val(ca, 20, 20) // written before Redis went back to (10, 10)
 	src := &raisingHotPath{raised: []limiter.CounterValue{val(ca, 20, 21)}}
-	r, clk, lg := newRecorder(t, s, &quota.RecorderOptions{Source: src, RaiseTimeout: 50 * time.Millisecond})
+	r, clk, lg := newRecorder(t, s, &quota.RecorderOptions{Raiser: src, RaiseTimeout: 50 * time.Millisecond})
 
 	r.Record([]limiter.CounterValue{val(ca, 12, 12), val(cb, 1, 1)})
 	flush(t, r)

@@ -581,6 +581,57 @@ func postgresRelay(t *testing.T, dbURL string) (*relay.Relay, string) {
 	return rl, strings.Replace(dbURL, addr, rl.Addr(), 1)
 }
 
+// TestInProcessCounterRaised: the in-process limiter on a PostgreSQL
+// ledger, restarted while the ledger cannot be read, starts a used-up
+// quota from zero (traffic keeps flowing, as documented). Once the
+// ledger answers, the first write of the counter finds the ledger ahead
+// and the in-process counter is raised to it: the quota holds again, and
+// the ledger keeps its usage. Before, the counter went on from zero
+// until the day ended, and the ledger never took its values.
+func TestInProcessCounterRaised(t *testing.T) {
+	dbURL := testenv.Schema(t)
+	rl, relayed := postgresRelay(t, dbURL)
+	up := newUpstream(t)
+	dir := t.TempDir()
+	text := strings.NewReplacer("LISTEN", "127.0.0.1:0", "DBURL", relayed, "FLUSH", "100ms", "QUOTA", "20",
+		"redis: {url: \"REDISURL\", key_prefix: \"PREFIX\", timeout: 2s, failure_mode: closed}\n", "").Replace(durableConfig)
+	file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)
+	in := startMigrated(t, file)
+	for i := range 20 {
+		if resp, body := call(t, in.proxy+"/r", "X-API-Key: key-k"); resp.StatusCode != 200 {
+			t.Fatalf("request %d of the quota: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	in.stop(t) // the last flush: the ledger holds 20
+	if used := ledgerUsed(t, dbURL); used != 20 {
+		t.Fatalf("the ledger holds %d before the restart, want 20", used)
+	}
+
+	rl.Cut()
+	in = start(t, file)
+	for i := range 2 {
+		if resp, body := call(t, in.proxy+"/r", "X-API-Key: key-k"); resp.StatusCode != 200 {
+			t.Fatalf("request %d with the ledger away: %d %s, want 200 (started from zero)", i, resp.StatusCode, body)
+		}
+	}
+	rl.Restore()
+	waitFor(t, 15*time.Second, "the in-process counter raised to the ledger", func() bool {
+		return metric(t, in.admin, "gaia_quota_raised_total") >= 1
+	}, in.logs)
+	for i := range 10 {
+		if resp, body := call(t, in.proxy+"/r", "X-API-Key: key-k"); resp.StatusCode != 429 {
+			t.Errorf("request %d after the raise: %d %s, want 429 (the quota of 20 was used before the restart)", i, resp.StatusCode, body)
+		}
+	}
+	if got := len(up.arrived("key:k")); got != 22 {
+		t.Errorf("the upstream saw %d requests, want 22: the quota, and the 2 admitted while the ledger was away", got)
+	}
+	in.stop(t)
+	if used := ledgerUsed(t, dbURL); used != 20 {
+		t.Errorf("the ledger holds %d after the raise, want 20", used)
+	}
+}
+
 // durableBehindRelay starts the server on Redis and a schema of its own
 // in PostgreSQL, reached through a relay (flushing every 100 ms, key k
 // with a quota of a million): the server, its upstream, the relay and

@@ -150,7 +150,12 @@ func serve(ctx context.Context, so serveOptions, logf func(string, ...any), read
 	// On Redis, the ledger catches up with what Redis holds (a replica
 	// killed before its flush): the store lists its counters.
 	counters, _ := hot.store.(quota.CounterSource)
-	recorder := quota.NewRecorder(led.usage, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf, Source: counters, RaiseTimeout: cfg.Redis.Timeout})
+	// A counter behind the ledger (Redis back with older data, or
+	// started from zero while the ledger could not be read) is raised to
+	// it: Redis and the in-process store both can.
+	raiser, _ := hot.store.(quota.Raiser)
+	recorder := quota.NewRecorder(led.usage, &quota.RecorderOptions{FlushInterval: cfg.Quota.FlushInterval, Logf: logf,
+		Source: counters, Raiser: raiser, RaiseTimeout: cfg.Redis.Timeout})
 	// Roll-ups are rewritten whole at each flush (absolute counts per
 	// subject and minute), so they go less often than quota usage: the
 	// live stream shows violations at once, analytics can wait seconds.

@@ -461,6 +461,32 @@ func (s *Store) Seed(_ context.Context, values []limiter.CounterValue) error {
 	return nil
 }
 
+// Raise brings quota counters that are behind the ledger up to it, and
+// returns those it changed: one whose seq is below the ledger's, or
+// equal with other usage, takes the larger usage and a seq above both
+// (quota.Raiser). A counter restarted from zero because the ledger could
+// not be read when it was seeded is such a counter. Counters the store
+// does not hold are left alone.
+func (s *Store) Raise(_ context.Context, ledger []limiter.CounterValue) ([]limiter.CounterValue, error) {
+	var mask uint64
+	for i := range ledger {
+		mask |= 1 << s.shardOf(ledger[i].Key)
+	}
+	var raised []limiter.CounterValue
+	s.lock(mask)
+	for _, v := range ledger {
+		sh := &s.shards[s.shardOf(v.Key)]
+		c := sh.quotas[quotaKey{key: v.Key, start: v.Start.UnixNano()}]
+		if c == nil || c.seq > v.Seq || (c.seq == v.Seq && c.used == v.Used) {
+			continue
+		}
+		c.used, c.seq = max(c.used, v.Used), max(c.seq, v.Seq)+1
+		raised = append(raised, limiter.CounterValue{Counter: v.Counter, Used: c.used, Seq: c.seq})
+	}
+	s.unlock(mask)
+	return raised, nil
+}
+
 // Refund implements limiter.Store. A counter listed twice is refunded
 // once, as Decide charged it once.
 func (s *Store) Refund(_ context.Context, counters []limiter.Counter, cost int64) ([]limiter.CounterValue, error) {

@@ -213,3 +213,45 @@ var (
 	utcDay   = quota.Calendar{Unit: quota.Daily, Loc: time.UTC}
 	utcMonth = quota.Calendar{Unit: quota.Monthly, Loc: time.UTC}
 )
+
+// TestRaise checks quota.Raiser's rule, as on Redis: a counter behind
+// the ledger (lower seq, or the same seq with other usage) takes the
+// larger usage and a seq above both; one ahead, or missing, is left
+// alone; raising again changes nothing.
+func TestRaise(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock(storetest.Start)
+	s := memstore.New(clock.Now)
+	var _ quota.Raiser = s
+	day := quota.Calendar{Unit: quota.Daily, Loc: time.UTC}
+	counter := func(user string) limiter.Counter {
+		t.Helper()
+		d, err := s.Decide(ctx, []limiter.Limit{{Name: "q", Key: "{user:" + user + "}q", Limit: 1000, Period: day}}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Statuses[0].Counter
+	}
+	val := func(c limiter.Counter, used, seq int64) limiter.CounterValue {
+		return limiter.CounterValue{Counter: c, Used: used, Seq: seq}
+	}
+	behind, forked, ahead, missing := counter("behind"), counter("forked"), counter("ahead"), counter("missing")
+	if err := s.Seed(ctx, []limiter.CounterValue{val(behind, 2, 2), val(forked, 5, 5), val(ahead, 7, 7)}); err != nil {
+		t.Fatal(err)
+	}
+	ledger := []limiter.CounterValue{val(behind, 20, 20), val(forked, 3, 5), val(ahead, 4, 3), val(missing, 9, 9)}
+	raised, err := s.Raise(ctx, ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []limiter.CounterValue{val(behind, 20, 21), val(forked, 5, 6)}
+	if fmt.Sprint(raised) != fmt.Sprint(want) {
+		t.Errorf("Raise = %v, want %v", raised, want)
+	}
+	if again, err := s.Raise(ctx, ledger); err != nil || len(again) != 0 {
+		t.Errorf("Raise again = %v, %v; want nothing raised", again, err)
+	}
+	if d, err := s.Decide(ctx, []limiter.Limit{{Name: "q", Key: "{user:missing}q", Limit: 1000, Period: day}}, 0); err != nil || len(d.Missing) != 1 {
+		t.Errorf("a counter the store does not hold: %+v, %v; want it still missing", d, err)
+	}
+}

@@ -97,7 +97,7 @@ func TestResetOutranksLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bs.Close()
-	rec := quota.NewRecorder(bs, &quota.RecorderOptions{Source: s, Logf: t.Logf})
+	rec := quota.NewRecorder(bs, &quota.RecorderOptions{Source: s, Raiser: s, Logf: t.Logf})
 	lim := limiter.New(s, &limiter.Options{Ledger: rec, Timeout: -1})
 	limits := []limiter.Limit{{Name: "q", Key: "{user:alice}user:alice/qdaily", Limit: 100, Period: quota.Calendar{Unit: quota.Daily, Loc: time.UTC}}}
 	decide := func(cost int64) limiter.Status {
