@@ -27,7 +27,10 @@ const perByte = time.Second / minBodyRate
 // wait longer than the timeout (boundedBody.Read says exactly how). It
 // sets the connection's read deadline before each Read, so a Read that
 // waits past the deadline fails, and the round trip with it;
-// upstreamError then answers 408. It replaces r.Body, so r
+// upstreamError then answers 408. Any other failed Read is kept too
+// (readFailed), so that a body the client framed wrong (a bad chunk
+// size, say) is answered 400, not taken for the upstream's failure. It
+// replaces r.Body, so r
 // must be the handler's own copy; it returns nil, and leaves r alone,
 // when the body cannot be bounded.
 //
@@ -200,6 +203,21 @@ func (b *boundedBody) timedOut() error {
 		return fmt.Errorf("request body: %d bytes by the deadline: %w", b.n, b.err)
 	case b.state == bodyReading && b.inRead && !time.Now().Before(b.deadline):
 		return fmt.Errorf("request body: %d bytes by the deadline", b.n)
+	}
+	return nil
+}
+
+// readFailed returns the error a Read of the body failed with, other
+// than a timeout (timedOut): the client's body could not be read, most
+// often because its framing is broken ("invalid byte in chunk length",
+// "malformed chunked encoding"). Nil when no Read failed. A client that
+// hung up fails a Read too, but the server cancels the request's context
+// before that Read returns (upstreamError looks at that first).
+func (b *boundedBody) readFailed() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == bodyFailed && !errors.Is(b.err, os.ErrDeadlineExceeded) {
+		return b.err
 	}
 	return nil
 }

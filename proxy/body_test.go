@@ -381,6 +381,71 @@ func TestBodyHangUpIsNotTimeout(t *testing.T) {
 	}
 }
 
+// TestMalformedBody: a chunked body whose framing is broken is the
+// client's fault, not the upstream's: 400 invalid_request, naming what
+// was wrong, with the rate-limit headers, on a connection then closed.
+// The upstream got nothing or a request cut short, never a whole body,
+// and gave no answer: the Upstream hook (the upstream's 5xx) is not
+// told, nor is BodyTimedOut, and the count-success quota is refunded
+// (cost 1), as after a body timeout.
+func TestMalformedBody(t *testing.T) {
+	for _, tc := range []struct{ name, sent, reason string }{
+		{"bad hex", "zz\r\n", "invalid byte in chunk length"},
+		{"too large", "ffffffffffffffffffff\r\n", "http chunk length too large"},
+		{"no CRLF after data", "5\r\nhelloXX\r\n", "malformed chunked encoding"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ended := make(chan error, 1)
+			up := httptest.NewServer(readAllBody(ended))
+			defer up.Close()
+			u, _ := url.Parse(up.URL)
+			var hook statusHook
+			var timedOut atomic.Int64
+			d := &fakeDecider{decide: allowAll}
+			p := New(u, d, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{UpstreamTimeout: hangGuard,
+				Upstream: hook.record, BodyTimedOut: func(string) { timedOut.Add(1) }, Logf: t.Logf})
+			srv := httptest.NewServer(p)
+			defer srv.Close()
+			c, br := rawConn(t, srv)
+			io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: gaia\r\nX-Api-Key: secret-1\r\nTransfer-Encoding: chunked\r\n\r\n"+
+				"a\r\n0123456789\r\n"+tc.sent)
+
+			resp, body, err := readResponse(br)
+			if err != nil {
+				t.Fatalf("malformed body: %v, want a 400", err)
+			}
+			want := `{"error":"invalid_request","message":"the request body could not be read: ` + tc.reason + `"}` + "\n"
+			if resp.StatusCode != http.StatusBadRequest || body != want {
+				t.Errorf("got %d %q, want 400 %q", resp.StatusCode, body, want)
+			}
+			if resp.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("Content-Type = %q", resp.Header.Get("Content-Type"))
+			}
+			if resp.Header.Get("Ratelimit-Policy") == "" {
+				t.Error("the 400 lacks the rate-limit headers")
+			}
+			wantClosed(t, br)
+			up.Close() // waits for the upstream's handler, if the request reached it
+			select {
+			case err := <-ended:
+				if err == nil {
+					t.Error("the upstream read a whole body out of a malformed one")
+				}
+			default: // the request never reached it
+			}
+			if statuses := hook.seen(); len(statuses) != 0 {
+				t.Errorf("the Upstream hook saw %v, want nothing", statuses)
+			}
+			if n := timedOut.Load(); n != 0 {
+				t.Errorf("BodyTimedOut was told %d times, want never", n)
+			}
+			if n := d.refunds.Load(); n != 1 {
+				t.Errorf("refunded %d units after a malformed body, want 1", n)
+			}
+		})
+	}
+}
+
 // TestBoundBodyOnlyWithBody: only a request with a body gets the bounded
 // wrapper; one without keeps http.NoBody and pays nothing, and so does one
 // whose ResponseWriter cannot set read deadlines.

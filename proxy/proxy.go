@@ -351,7 +351,11 @@ func (p *Proxy) answered(x *exchange, status int) {
 }
 
 // upstreamError answers 502 or 504 when the upstream cannot be reached
-// or is too slow (SPEC §4.7).
+// or is too slow (SPEC §4.7). A round trip that failed because the
+// client's body did not arrive in time, or could not be read, is the
+// client's failure, not the upstream's: 408 (bodyTimeout) or 400
+// (badBody). Only a bounded body (boundBody) tells the latter; an
+// unbounded one's read errors are still answered 502.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	x := exchangeFrom(r.Context())
 	if x.body != nil {
@@ -367,6 +371,12 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		// answer use a count-success quota without end.
 		callerLeft(w)
 		return
+	}
+	if x.body != nil {
+		if err := x.body.readFailed(); err != nil {
+			p.badBody(w, r, x, err)
+			return
+		}
 	}
 	p.refund(context.WithoutCancel(r.Context()), x)
 	setHeaders(w.Header(), x)
@@ -400,6 +410,40 @@ func (p *Proxy) bodyTimeout(w http.ResponseWriter, r *http.Request, x *exchange,
 	p.refund(context.WithoutCancel(r.Context()), x)
 	setHeaders(w.Header(), x)
 	p.fail(w, r, http.StatusRequestTimeout, "request_timeout", "the request body did not arrive in time", err)
+}
+
+// badBody answers a client whose request body could not be read (a
+// chunked body framed wrong, say): 400 invalid_request, with the reason.
+// The transport closed its connection to the upstream mid-request, so
+// the upstream got nothing or a request cut short, and gave no answer.
+// As in bodyTimeout, count-success quotas are refunded, the rate limits
+// stay charged, the Upstream hook is not told, and the rate-limit
+// headers go with the 400.
+func (p *Proxy) badBody(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
+	p.refund(context.WithoutCancel(r.Context()), x)
+	setHeaders(w.Header(), x)
+	p.fail(w, r, http.StatusBadRequest, "invalid_request", "the request body could not be read: "+bodyReason(err), err)
+}
+
+// maxBodyReason bounds the reason bodyReason gives, in bytes.
+const maxBodyReason = 100
+
+// bodyReason says briefly why a request body could not be read: the
+// server's own words for a framing error ("invalid byte in chunk
+// length"), which tell the client nothing it did not send, cut to a
+// line of at most maxBodyReason bytes (a malformed trailer's error
+// quotes the line); a network error, which would name addresses, only
+// by its kind. The whole error goes to the log.
+func bodyReason(err error) string {
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return "the connection failed"
+	}
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	if len(s) > maxBodyReason {
+		s = strings.ToValidUTF8(s[:maxBodyReason], "") + "..."
+	}
+	return s
 }
 
 // callerLeft answers a caller who went away: 499, which nobody reads,

@@ -487,6 +487,12 @@ func (j *Journal) violation(e Event, t time.Time) {
 		Subject: e.Subject, KeyID: e.KeyID, User: e.User, Plan: e.Plan, Route: e.Route, Method: e.Method, Path: e.Path,
 		LimitName: v.Name, Limit: v.Limit, Window: v.Window, Period: v.Period, Kind: kind, Shadow: v.Shadow,
 	})
+	// A flood fills the buffer faster than the interval empties it: half
+	// full, a healthy store is written at once rather than at the next
+	// tick, so the buffer bounds what waits, not what is kept a second.
+	if len(j.viols) == j.o.MaxViolations/2 && !j.f.failed {
+		j.f.soon()
+	}
 }
 
 // maxField bounds the bytes kept of a request's string.

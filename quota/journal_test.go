@@ -552,6 +552,37 @@ func TestJournalRunFlushesOnTick(t *testing.T) {
 	wantBatch(t, db.lastBatch(), "12:00 user:alice  r1 user=alice 1/0/0")
 }
 
+// TestJournalFloodFlushesEarly: violations that fill half the buffer
+// are written at once, not at the next tick (an hour away here), so a
+// flood on a healthy store drops only what outruns the store itself.
+func TestJournalFloodFlushesEarly(t *testing.T) {
+	db, s := newJournalDB()
+	j, _, _ := newJournal(t, s, &quota.JournalOptions{FlushInterval: time.Hour, MaxViolations: 100})
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { j.Run(ctx); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+	for i := range 49 {
+		j.Record(ev(at(0, i%60), "user:alice", "", quota.RateLimited))
+	}
+	select {
+	case <-db.flushed:
+		t.Fatal("written before the buffer was half full")
+	case <-time.After(50 * time.Millisecond):
+	}
+	j.Record(ev(at(0, 50), "user:alice", "", quota.RateLimited)) // the 50th: half of 100
+	select {
+	case <-db.flushed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("half the buffer full, and nothing written within 10 s of an hour's interval")
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if len(db.viols) != 50 {
+		t.Errorf("%d violations written, want 50", len(db.viols))
+	}
+}
+
 func TestJournalFlushAtShutdown(t *testing.T) {
 	db, s := newJournalDB()
 	j, _, _ := newJournal(t, s, &quota.JournalOptions{FlushInterval: time.Hour})
