@@ -14,8 +14,8 @@ import (
 
 // Identity says how callers are recognised (SPEC §4.1).
 type Identity struct {
-	// APIKeyHeaders are tried in order; the first one present carries
-	// the key. "Authorization" is read as "Bearer <key>".
+	// APIKeyHeaders are tried in order; the first one with a value
+	// carries the key. "Authorization" is read as "Bearer <key>".
 	APIKeyHeaders []string
 	// UserHeader names the caller's user, believed only from Trusted peers.
 	UserHeader string
@@ -53,8 +53,8 @@ func (id *Identity) isTrusted(a netip.Addr) bool {
 
 // peerOf finds who sent r. A trusted peer's X-Forwarded-For is walked
 // from the right, skipping trusted hops; the first untrusted hop is the
-// client. A hop that does not parse ends the walk, so garbage never
-// becomes an identity: the nearest hop we could read stands instead.
+// client. A hop that does not parse (parseHop) ends the walk, so garbage
+// never becomes an identity: the nearest hop we could read stands instead.
 func (id *Identity) peerOf(r *http.Request) peer {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -78,8 +78,8 @@ func (id *Identity) peerOf(r *http.Request) peer {
 			} else {
 				hop, list = list, ""
 			}
-			a, err := netip.ParseAddr(strings.TrimSpace(hop))
-			if err != nil {
+			a, ok := parseHop(strings.TrimSpace(hop))
+			if !ok {
 				return p
 			}
 			p.client = a.Unmap()
@@ -91,13 +91,47 @@ func (id *Identity) peerOf(r *http.Request) peer {
 	return p
 }
 
+// parseHop reads one X-Forwarded-For entry: an IP address, a bracketed
+// IPv6 address, or either with a port, which it drops ("1.2.3.4:5678",
+// "[2001:db8::1]:443": Azure Application Gateway appends the client's
+// port). An IPv6 address with a port must be bracketed: "2001:db8::1:443"
+// is an address.
+func parseHop(s string) (netip.Addr, bool) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a, true
+	}
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		a, err := netip.ParseAddr(s[1 : len(s)-1])
+		return a, err == nil && a.Is6()
+	}
+	ap, err := netip.ParseAddrPort(s)
+	return ap.Addr(), err == nil
+}
+
+// blank reports whether vals carry no value: none, or only empty or
+// white-space (SP, HTAB) ones.
+func blank(vals []string) bool {
+	for _, v := range vals {
+		if strings.Trim(v, " \t") != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// notVisible reports whether r is not visible ASCII: what some upstream
+// may split an Authorization value on (Python's str.split takes the
+// Latin-1 "\xa0" and "\x85" as white space, JavaScript's /\s/ "\xa0").
+func notVisible(r rune) bool { return r <= ' ' || r >= 0x7f }
+
 // apiKey returns the presented key and the header that carried it,
-// errNoKey when no key header is present, or errMalformedKey for an
-// empty, repeated or unprintable key.
+// errNoKey when no key header has a value (SPEC §4.1: a header that is
+// empty or white space is skipped for the next), or errMalformedKey for
+// an empty, repeated or unprintable key.
 func (id *Identity) apiKey(h http.Header) (key, header string, err error) {
 	for _, name := range id.APIKeyHeaders {
 		vals := h.Values(name)
-		if len(vals) == 0 {
+		if blank(vals) {
 			continue
 		}
 		if len(vals) > 1 {
@@ -105,10 +139,28 @@ func (id *Identity) apiKey(h http.Header) (key, header string, err error) {
 		}
 		v := vals[0]
 		if strings.EqualFold(name, "Authorization") {
-			scheme, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
-			if !strings.EqualFold(scheme, "Bearer") {
+			// Any run of SP and HTAB (RFC 9110 white space) ends the
+			// scheme: an upstream splitting on white space (Django REST
+			// framework) reads "Bearer\t<key>" as the key, so we must
+			// too, or its limits are never charged. A value whose first
+			// word, split on anything not visible ASCII, is Bearer is
+			// ours: glued to its key any other way ("Bearer\xa0<key>"),
+			// it is malformed, not another scheme to pass upstream.
+			word := strings.TrimLeftFunc(v, notVisible)
+			if i := strings.IndexFunc(word, notVisible); i >= 0 {
+				word = word[:i]
+			}
+			if !strings.EqualFold(word, "Bearer") {
 				// Another scheme (Basic, ...) is the upstream's business.
 				continue
+			}
+			v = strings.Trim(v, " \t")
+			scheme, rest := v, ""
+			if i := strings.IndexAny(v, " \t"); i >= 0 {
+				scheme, rest = v[:i], v[i:]
+			}
+			if !strings.EqualFold(scheme, "Bearer") {
+				return "", name, errMalformedKey
 			}
 			v = rest
 		}

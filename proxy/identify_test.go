@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/gaia-proxy/gaia-proxy/internal/credential"
@@ -34,8 +35,26 @@ func TestAPIKey(t *testing.T) {
 		{"bearer without key", map[string][]string{"Authorization": {"Bearer"}}, "", "Authorization", errMalformedKey},
 		{"bearer with spaces only", map[string][]string{"Authorization": {"Bearer    "}}, "", "Authorization", errMalformedKey},
 		{"basic is not ours", map[string][]string{"Authorization": {"Basic dXNlcjpwYXNz"}}, "", "", errNoKey},
-		{"empty x-api-key", map[string][]string{"X-Api-Key": {""}}, "", "X-Api-Key", errMalformedKey},
+		{"bearer and a tab", map[string][]string{"Authorization": {"Bearer\tkey-one"}}, "key-one", "Authorization", nil},
+		{"bearer and spaces and tabs", map[string][]string{"Authorization": {"bearer \t \tkey-one"}}, "key-one", "Authorization", nil},
+		{"bearer with a tab only", map[string][]string{"Authorization": {"Bearer\t"}}, "", "Authorization", errMalformedKey},
+		{"bearer with white space only", map[string][]string{"Authorization": {"Bearer \t \t"}}, "", "Authorization", errMalformedKey},
+		{"bearer and a key with a tab", map[string][]string{"Authorization": {"Bearer\tkey\tone"}}, "", "Authorization", errMalformedKey},
+		{"bearer glued by latin-1 nbsp", map[string][]string{"Authorization": {"Bearer\xa0key-one"}}, "", "Authorization", errMalformedKey},
+		{"bearer glued by nbsp", map[string][]string{"Authorization": {"Bearer\u00a0key-one"}}, "", "Authorization", errMalformedKey},
+		{"bearer glued by nel", map[string][]string{"Authorization": {"Bearer\x85key-one"}}, "", "Authorization", errMalformedKey},
+		{"nbsp before bearer", map[string][]string{"Authorization": {"\xa0Bearer key-one"}}, "", "Authorization", errMalformedKey},
+		{"a longer scheme is not ours", map[string][]string{"Authorization": {"BearerToken k2"}}, "", "", errNoKey},
+		{"bearer and a comma is not ours", map[string][]string{"Authorization": {"Bearer,k2"}}, "", "", errNoKey},
+		{"basic glued by nbsp is not ours", map[string][]string{"Authorization": {"Basic\xa0dXNlcjpwYXNz"}}, "", "", errNoKey},
+		{"empty x-api-key is absent", map[string][]string{"X-Api-Key": {""}}, "", "", errNoKey},
+		{"empty x-api-key, then bearer", map[string][]string{"X-Api-Key": {""}, "Authorization": {"Bearer k2"}}, "k2", "Authorization", nil},
+		{"blank x-api-key, then bearer", map[string][]string{"X-Api-Key": {" \t "}, "Authorization": {"Bearer k2"}}, "k2", "Authorization", nil},
+		{"two empty x-api-keys, then bearer", map[string][]string{"X-Api-Key": {"", " "}, "Authorization": {"Bearer k2"}}, "k2", "Authorization", nil},
+		{"empty authorization", map[string][]string{"Authorization": {""}}, "", "", errNoKey},
 		{"two x-api-keys", map[string][]string{"X-Api-Key": {"a", "b"}}, "", "X-Api-Key", errMalformedKey},
+		{"x-api-key empty and not", map[string][]string{"X-Api-Key": {"", "k1"}, "Authorization": {"Bearer k2"}}, "", "X-Api-Key", errMalformedKey},
+		{"x-api-key not empty and empty", map[string][]string{"X-Api-Key": {"k1", ""}}, "", "X-Api-Key", errMalformedKey},
 		{"key with space", map[string][]string{"X-Api-Key": {"a b"}}, "", "X-Api-Key", errMalformedKey},
 		{"key with control", map[string][]string{"X-Api-Key": {"a\x01b"}}, "", "X-Api-Key", errMalformedKey},
 		{"trimmed", map[string][]string{"X-Api-Key": {"  k1  "}}, "k1", "X-Api-Key", nil},
@@ -65,6 +84,18 @@ func TestPeerOf(t *testing.T) {
 		{"trusted hops are skipped", "127.0.0.1:5000", []string{"1.2.3.4, 10.1.1.1", "10.2.2.2"}, true, "1.2.3.4"},
 		{"spoofed left entries do not matter", "10.0.0.5:1", []string{"6.6.6.6, 7.7.7.7"}, true, "7.7.7.7"},
 		{"garbage ends the walk", "127.0.0.1:5000", []string{"1.2.3.4, garbage, 10.1.1.1"}, true, "10.1.1.1"},
+		{"ipv4 hop with a port", "127.0.0.1:5000", []string{"1.2.3.4:5678"}, true, "1.2.3.4"},
+		{"ipv6 hop with a port", "127.0.0.1:5000", []string{"[2001:db8::1]:443"}, true, "2001:db8::1"},
+		{"bracketed ipv6 hop", "127.0.0.1:5000", []string{"[2001:db8::1]"}, true, "2001:db8::1"},
+		{"trusted hop with a port is skipped", "127.0.0.1:5000", []string{"1.2.3.4:80, 10.1.1.1:443"}, true, "1.2.3.4"},
+		{"ipv4-mapped hop with a port", "127.0.0.1:5000", []string{"[::ffff:1.2.3.4]:80"}, true, "1.2.3.4"},
+		{"ipv6 without brackets is an address", "127.0.0.1:5000", []string{"2001:db8::1:443"}, true, "2001:db8::1:443"},
+		{"bracketed ipv4 ends the walk", "127.0.0.1:5000", []string{"1.2.3.4, [5.6.7.8], 10.1.1.1"}, true, "10.1.1.1"},
+		{"ipv4 with an empty port ends the walk", "127.0.0.1:5000", []string{"1.2.3.4, 5.6.7.8:, 10.1.1.1"}, true, "10.1.1.1"},
+		{"ipv6 with a port, no brackets, ends the walk", "127.0.0.1:5000", []string{"1.2.3.4, 2001:db8::1:443:x, 10.1.1.1"}, true, "10.1.1.1"},
+		{"port out of range ends the walk", "127.0.0.1:5000", []string{"1.2.3.4, 5.6.7.8:65536, 10.1.1.1"}, true, "10.1.1.1"},
+		{"host name with a port ends the walk", "127.0.0.1:5000", []string{"1.2.3.4, example.com:80, 10.1.1.1"}, true, "10.1.1.1"},
+		{"unclosed bracket ends the walk", "127.0.0.1:5000", []string{"1.2.3.4, [2001:db8::1, 10.1.1.1"}, true, "10.1.1.1"},
 		{"all trusted", "127.0.0.1:5000", []string{"10.1.1.1"}, true, "10.1.1.1"},
 		{"ipv6 peer", "[::1]:5000", []string{"2001:db8::1"}, true, "2001:db8::1"},
 		{"ipv4-mapped peer", "[::ffff:203.0.113.9]:5000", nil, false, "203.0.113.9"},
@@ -110,14 +141,17 @@ func TestUserIDOnlyFromTrustedPeers(t *testing.T) {
 
 // FuzzIdentity feeds arbitrary header values and peers to the parsers:
 // they never panic, never accept a key or user id that breaks the
-// credential rules, and never take an identity from an untrusted peer's
-// headers.
+// credential rules, never pass upstream as another scheme a Bearer
+// value split on white space, and never take an identity from an
+// untrusted peer's headers.
 func FuzzIdentity(f *testing.F) {
 	f.Add("k1", "Bearer k2", "1.2.3.4, 5.6.7.8", "127.0.0.1:80", "alice")
 	f.Add("", "Bearer", "", "203.0.113.9:1", "")
 	f.Add("a b", "bearer  x ", "garbage,,, ::1", "[::1]:9", "a\x00b")
 	f.Add("\xff\xfe", "Basic abc", "2001:db8::1,10.0.0.1", "[::ffff:10.0.0.1]:5", "bob")
 	f.Add("x", "Bearer y z", ",", "not-an-addr", " ")
+	f.Add(" ", "Bearer\tk2", "1.2.3.4:5678, [2001:db8::1]:443", "127.0.0.1:80", "")
+	f.Add("", "\u00a0bearer\u00a0k2", "[2001:db8::1], [1.2.3.4], 5.6.7.8:", "10.0.0.1:1", "")
 	id := testIdentity()
 	f.Fuzz(func(t *testing.T, apiKey, auth, xff, remote, user string) {
 		r := httptest.NewRequest("GET", "/", nil)
@@ -129,6 +163,9 @@ func FuzzIdentity(f *testing.F) {
 		key, _, err := id.apiKey(r.Header)
 		if err == nil && credential.CheckKey(key) != nil {
 			t.Fatalf("accepted invalid key %q", key)
+		}
+		if w := strings.Fields(auth); err == errNoKey && len(w) > 0 && strings.EqualFold(w[0], "Bearer") {
+			t.Fatalf("Authorization %q passed as another scheme", auth)
 		}
 		p := id.peerOf(r)
 		if !p.trusted && p.client != p.addr {
@@ -178,5 +215,43 @@ func TestAnonymousIPv6CountsByNetwork(t *testing.T) {
 		if got := <-tr.got; got != want {
 			t.Errorf("anonymous caller at %s counted as %q, want %q", remote, got, want)
 		}
+	}
+}
+
+// TestSubjectFromHeaders: the subject the proxy charges for header
+// spellings an upstream reads as a key or a client: "Bearer" then a tab
+// is the key (an upstream splitting on white space takes it as one); an
+// empty key header is skipped for the next; a trusted balancer's
+// X-Forwarded-For hop with a port is its address.
+func TestSubjectFromHeaders(t *testing.T) {
+	tr := subjectTransport{got: make(chan string, 1)}
+	up, _ := url.Parse("http://upstream.invalid")
+	p := New(up, &fakeDecider{decide: allowAll}, &Settings{Policy: testPolicy(t), Identity: *testIdentity()}, &Options{Transport: tr, Logf: t.Logf})
+	tests := []struct {
+		name    string
+		headers map[string][]string
+		subject string
+	}{
+		{"bearer and a tab", map[string][]string{"Authorization": {"Bearer\tsecret-1"}}, "key:k1"},
+		{"empty x-api-key, then bearer", map[string][]string{"X-Api-Key": {""}, "Authorization": {"Bearer secret-1"}}, "key:k1"},
+		{"xff ipv4 with a port", map[string][]string{"X-Forwarded-For": {"1.2.3.4:5678"}}, "ip:1.2.3.4"},
+		{"xff ipv6 with a port", map[string][]string{"X-Forwarded-For": {"[2001:db8:1:2::1]:443"}}, "ip:2001:db8:1:2::/64"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/x", nil)
+			r.RemoteAddr = "127.0.0.1:5000"
+			for k, vs := range tc.headers {
+				r.Header[k] = vs
+			}
+			w := httptest.NewRecorder()
+			p.ServeHTTP(w, r)
+			if w.Code != 200 {
+				t.Fatalf("status %d %s, want 200", w.Code, w.Body)
+			}
+			if got := <-tr.got; got != tc.subject {
+				t.Errorf("subject %q, want %q", got, tc.subject)
+			}
+		})
 	}
 }
