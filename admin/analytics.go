@@ -337,9 +337,11 @@ func (s *Server) getAnalytics(w http.ResponseWriter, r *http.Request) error {
 	if err := s.needStore(); err != nil {
 		return err
 	}
-	rs, err := s.store.Rollups(r.Context(), q.lookback(), q.To)
+	ctx, cancel := storeContext(r.Context(), scanTime)
+	defer cancel()
+	rs, err := s.store.Rollups(ctx, q.lookback(), q.To)
 	if err != nil {
-		return internal("reading roll-ups", err)
+		return storeError(ctx, "reading roll-ups", err)
 	}
 	v := analyze(rs, q)
 	if !q.CSV {

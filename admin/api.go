@@ -3,6 +3,8 @@ package admin
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -40,6 +42,50 @@ type Store interface {
 	// Violations and Rollups read the journal (see quota.JournalReader).
 	Violations(ctx context.Context, q quota.ViolationQuery) ([]quota.Violation, string, error)
 	Rollups(ctx context.Context, from, to time.Time) ([]quota.Rollup, error)
+}
+
+// How long one call of an admin API request to the store may take. A
+// database that hangs (it takes connections and answers nothing) would
+// otherwise hold the request, its goroutine and a pooled connection until
+// the client gives up, and the config page would never show its fallback.
+// Past the bound the config page answers the rules in force here, with a
+// warning, and the other endpoints a 503 database_unavailable. The live
+// stream is not bounded: it runs as long as its client stays. Variables
+// for tests.
+var (
+	// storeTime bounds a call that reads or writes a few rows: the
+	// runtime rules, a page of violations, an audit entry.
+	storeTime = 5 * time.Second
+	// scanTime bounds a call that may read many rows: the roll-ups of an
+	// analytics range (up to 10,000 buckets), the ledger's counters of the
+	// current periods (one per subject using a quota).
+	scanTime = 30 * time.Second
+)
+
+// storeSlow is the cause of a store call's context ending at its bound:
+// the store did not answer within it.
+type storeSlow time.Duration
+
+func (d storeSlow) Error() string {
+	return fmt.Sprintf("the database did not answer within %v", time.Duration(d))
+}
+
+// storeContext returns a context for one call to the store, ending d
+// from now (or with ctx, the request's).
+func storeContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, d, storeSlow(d))
+}
+
+// storeError answers err, which a store call made with ctx (of
+// storeContext) returned while doing what: a 503 database_unavailable
+// when the store did not answer in time, else a 500 (see internal).
+func storeError(ctx context.Context, what string, err error) error {
+	var slow storeSlow
+	if !errors.As(context.Cause(ctx), &slow) {
+		return internal(what, err)
+	}
+	return &apiError{Status: http.StatusServiceUnavailable, Code: "database_unavailable",
+		Message: fmt.Sprintf("%s: %v; try again later", what, slow), Err: err}
 }
 
 // Auditor records audit entries, queueing those the store cannot take
@@ -93,7 +139,9 @@ func (s *Server) audit(r *http.Request, action, subject string, detail any) {
 			err = s.auditor.Audit(r.Context(), e)
 		}
 	} else {
-		err = s.store.Audit(r.Context(), who, action, subject, detail)
+		ctx, cancel := storeContext(r.Context(), storeTime)
+		err = s.store.Audit(ctx, who, action, subject, detail)
+		cancel()
 	}
 	if err != nil {
 		s.logf("admin: AUDIT ENTRY LOST: %s %s by %s was made but not recorded: %v", action, subject, who, err)

@@ -109,7 +109,9 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) error {
 	cfg := pol.Config()
 	rules, warning := cfg.Rules, ""
 	if s.store != nil {
-		stored, err := s.store.Rules(r.Context(), nil)
+		ctx, cancel := storeContext(r.Context(), storeTime)
+		stored, err := s.store.Rules(ctx, nil)
+		cancel()
 		if err != nil {
 			// The configuration is still known, and so are the rules in
 			// force here (SPEC §6: the proxy rides out a database outage).
@@ -265,12 +267,14 @@ func (s *Server) putRule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	stored, err := s.store.PutRule(r.Context(), rule)
+	ctx, cancel := storeContext(r.Context(), storeTime)
+	defer cancel()
+	stored, err := s.store.PutRule(ctx, rule)
 	switch {
 	case errors.Is(err, quota.ErrInvalid): // parseRule checks what the store does; kept for safety
 		return invalidRule(err)
 	case err != nil:
-		return internal("storing the rule", err)
+		return storeError(ctx, "storing the rule", err)
 	}
 	v := s.viewRule(stored)
 	s.audit(r, "rule.put", stored.Subject, v)
@@ -288,9 +292,11 @@ func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) error {
 	if !credential.IsText(id) { // no rule has such an id, and a database would refuse it
 		return notFoundError("no runtime rule has id %q", short(id))
 	}
-	rules, err := s.store.Rules(r.Context(), nil)
+	ctx, cancel := storeContext(r.Context(), storeTime)
+	defer cancel()
+	rules, err := s.store.Rules(ctx, nil)
 	if err != nil {
-		return internal("reading runtime rules", err)
+		return storeError(ctx, "reading runtime rules", err)
 	}
 	var gone limiter.Rule
 	for _, rule := range rules {
@@ -298,10 +304,12 @@ func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) error {
 			gone = rule
 		}
 	}
-	ok, err := s.store.DeleteRule(r.Context(), id)
+	ctx, cancel = storeContext(r.Context(), storeTime)
+	defer cancel()
+	ok, err := s.store.DeleteRule(ctx, id)
 	switch {
 	case err != nil:
-		return internal("deleting the rule", err)
+		return storeError(ctx, "deleting the rule", err)
 	case !ok:
 		return notFoundError("no runtime rule has id %q", short(id))
 	}

@@ -254,6 +254,60 @@ func TestRuleInvalid(t *testing.T) {
 	wantError(t, e.post("/api/admin/quotas/reset", big), http.StatusRequestEntityTooLarge, "body_too_large", "")
 }
 
+// TestRuleCaps: a rule may hold at most 16 limits per list, each named
+// in at most 64 bytes (quota.MaxLimits, quota.MaxNameBytes): every
+// response to its subject lists them all in RateLimit-Policy, and a
+// header of hundreds of KiB is one that clients and front proxies fail
+// on. Past the caps, a 400 names the field; at them, the rule is stored.
+func TestRuleCaps(t *testing.T) {
+	windows := func(n int) []map[string]any {
+		list := make([]map[string]any, n)
+		for i := range list {
+			list[i] = map[string]any{"limit": 10, "window": fmt.Sprintf("%ds", i+1)}
+		}
+		return list
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := newAPI(t, b.open(t), "")
+			for _, tc := range []struct {
+				name string
+				body map[string]any
+				want string
+			}{
+				{"500,000-byte name", map[string]any{"subject": "user:a", "rate": []map[string]any{{"name": strings.Repeat("n", 500000), "limit": 1, "window": "1s"}}},
+					"rate[0].name: at most 64 bytes, got 500000"},
+				{"65-byte name", map[string]any{"subject": "user:a", "quota": []map[string]any{{"name": strings.Repeat("é", 32) + "n", "limit": 1, "period": "daily"}}},
+					"quota[0].name: at most 64 bytes, got 65"},
+				{"2000 windows", map[string]any{"subject": "user:a", "rate": windows(2000)}, "rate: at most 16 limits, got 2000"},
+				{"17 windows", map[string]any{"subject": "plan:free", "rate": windows(17)}, "rate: at most 16 limits, got 17"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					r := e.post("/api/admin/quotas/config", tc.body)
+					if r.Code != http.StatusBadRequest {
+						t.Fatalf("status %d, want 400; body %.300s", r.Code, r.Body) // the body repeats the rule
+					}
+					wantError(t, r, http.StatusBadRequest, "invalid_request", tc.want)
+				})
+			}
+			if rules, err := e.store.Rules(e.ctx, nil); err != nil || len(rules) != 0 || e.changes.Load() != 0 {
+				t.Errorf("after refused rules: %d rules stored, %d changes, %v", len(rules), e.changes.Load(), err)
+			}
+			at := windows(16)
+			at[0]["name"] = strings.Repeat("n", 64)
+			var v struct {
+				Rate []struct {
+					Name string `json:"name"`
+				} `json:"rate"`
+			}
+			want(t, e.post("/api/admin/quotas/config", map[string]any{"subject": "user:a", "rate": at}), http.StatusCreated).decode(t, &v)
+			if len(v.Rate) != 16 || v.Rate[0].Name != at[0]["name"] {
+				t.Errorf("rule at the caps: %d limits, first named %q; want 16, the first named with 64 bytes", len(v.Rate), v.Rate[0].Name)
+			}
+		})
+	}
+}
+
 // TestBodyTimeBound: a client that sends an admin request's headers and
 // then stalls its body gets a 408 in JSON once the body's time is up,
 // rather than holding the connection for as long as it likes.

@@ -42,3 +42,12 @@ func SetBodyTime(d time.Duration) (restore func()) {
 	bodyTime = d
 	return func() { bodyTime = old }
 }
+
+// SetStoreTime sets how long an API request's call to the store may take
+// (storeTime) and one that may read many rows (scanTime), until the
+// returned function restores them.
+func SetStoreTime(store, scan time.Duration) (restore func()) {
+	oldStore, oldScan := storeTime, scanTime
+	storeTime, scanTime = store, scan
+	return func() { storeTime, scanTime = oldStore, oldScan }
+}

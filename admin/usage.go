@@ -243,9 +243,11 @@ func (s *Server) rankAll(ctx context.Context, pol *limiter.Policy, now time.Time
 	if len(starts) == 0 {
 		return nil, nil // no quotas, nothing to rank
 	}
-	values, err := s.store.PeriodUsage(ctx, starts)
+	sctx, cancel := storeContext(ctx, scanTime)
+	values, err := s.store.PeriodUsage(sctx, starts)
+	cancel()
 	if err != nil {
-		return nil, internal("reading the usage ledger", err)
+		return nil, storeError(sctx, "reading the usage ledger", err)
 	}
 	type counter struct {
 		key   string

@@ -74,12 +74,14 @@ func (s *Server) getViolations(w http.ResponseWriter, r *http.Request) error {
 	if err := s.needStore(); err != nil {
 		return err
 	}
-	vs, next, err := s.store.Violations(r.Context(), q)
+	ctx, cancel := storeContext(r.Context(), storeTime)
+	defer cancel()
+	vs, next, err := s.store.Violations(ctx, q)
 	switch {
 	case errors.Is(err, quota.ErrBadCursor):
 		return badCursor()
 	case err != nil:
-		return internal("reading violations", err)
+		return storeError(ctx, "reading violations", err)
 	}
 	list := violationList{Violations: make([]violationView, len(vs)), NextCursor: next}
 	for i, v := range vs {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gaia-proxy/gaia-proxy/internal/credential"
 	"github.com/gaia-proxy/gaia-proxy/limiter"
+	"github.com/gaia-proxy/gaia-proxy/quota"
 )
 
 var (
@@ -381,7 +382,13 @@ func (v *validator) limits(key string, l Limits) {
 	v.limitList(key+".quota", l.Quota, true)
 }
 
-func (v *validator) limitList(key string, list []Limit, quota bool) {
+// limitList checks a rate or quota list. Its caps are the admin API's
+// (quota.MaxLimits, quota.MaxNameBytes): every response to a subject
+// lists all its limits, names included, in RateLimit-Policy.
+func (v *validator) limitList(key string, list []Limit, isQuota bool) {
+	if len(list) > quota.MaxLimits {
+		v.bad(key, "at most %d limits, got %d", quota.MaxLimits, len(list))
+	}
 	seen := map[string]int{} // window or period → index
 	for i, l := range list {
 		k := fmt.Sprintf("%s[%d]", key, i)
@@ -389,7 +396,7 @@ func (v *validator) limitList(key string, list []Limit, quota bool) {
 			v.bad(k+".limit", "must be between 1 and %d, got %d", limiter.MaxLimit, l.Limit)
 		}
 		slot, field, shown := "", "", ""
-		if quota {
+		if isQuota {
 			if l.Window != 0 {
 				v.bad(k+".window", "a quota has a period, not a window, got %s", fmtDuration(l.Window))
 			}
@@ -426,7 +433,9 @@ func (v *validator) limitList(key string, list []Limit, quota bool) {
 		if l.Count != "" {
 			v.oneOf(k+".count", l.Count, "admitted", "success")
 		}
-		if l.Name != "" {
+		if len(l.Name) > quota.MaxNameBytes {
+			v.bad(k+".name", "at most %d bytes, got %d", quota.MaxNameBytes, len(l.Name))
+		} else if l.Name != "" {
 			if first, dup := v.names[l.Name]; dup {
 				v.bad(k+".name", "must be unique, already used by %s, got %q", first, l.Name)
 			} else {

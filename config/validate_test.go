@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestValidateFoldsUserIDs: user ids are case-insensitive, also in a
@@ -58,6 +59,26 @@ func TestFoldedTwiceInYAML(t *testing.T) {
 	for _, want := range []string{"plans.pro (line 5): names the same plan as plans.Pro", "users.alice (line 8): names the same user as users.Alice"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("load: %v; want %q", err, want)
+		}
+	}
+}
+
+// TestValidateLimitCaps: the config takes the admin API's caps on limit
+// lists (see testdata/limit_caps.yaml), with the sizes that made
+// RateLimit-Policy headers clients refuse.
+func TestValidateLimitCaps(t *testing.T) {
+	c := defaultConfig()
+	c.Upstream = "http://127.0.0.1:9000"
+	rate := make([]Limit, 2000)
+	for i := range rate {
+		rate[i] = Limit{Limit: 10, Window: time.Duration(i+1) * time.Second}
+	}
+	c.Plans = map[string]Plan{"anonymous": {}, "free": {Limits: Limits{Rate: rate}},
+		"pro": {Limits: Limits{Quota: []Limit{{Name: strings.Repeat("n", 500000), Limit: 10, Period: "daily"}}}}}
+	err := c.Validate()
+	for _, want := range []string{"plans.free.rate: at most 16 limits, got 2000", "plans.pro.quota[0].name: at most 64 bytes, got 500000"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %.300v; want %q", err, want)
 		}
 	}
 }

@@ -31,6 +31,20 @@ func invalid(field, format string, args ...any) error {
 	return &InvalidError{field, fmt.Sprintf(format, args...)}
 }
 
+// Caps on what a runtime rule or a config may hold. Every response to a
+// subject lists all its limits, names included, in RateLimit-Policy;
+// clients and front proxies refuse header lines past a few KiB to 64 KiB
+// (Python's http.client at 64 KiB), so a subject with hundreds of limits,
+// or one with a name of thousands of bytes, could no longer be served.
+// Sixteen limits of 64-byte names keep a list's share of the header under
+// 2.5 KiB, escapes included.
+const (
+	// MaxNameBytes is the longest name of a limit, in bytes.
+	MaxNameBytes = 64
+	// MaxLimits is the most limits a rate or a quota list may hold.
+	MaxLimits = 16
+)
+
 // SpecJSON is the JSON form of a limiter.Spec, as the YAML writes it, as
 // the stores keep runtime rules and as the admin API shows limits:
 // {"name":"burst","limit":10,"window":"1s"} or
@@ -64,14 +78,24 @@ func EncodeSpec(sp limiter.Spec) SpecJSON {
 
 // Spec checks j as a rate limit (isQuota false) or a quota and returns
 // it as a limiter.Spec whose period is a Calendar in loc (nil means
-// UTC). Errors are *InvalidError naming the field.
+// UTC). A name may have at most MaxNameBytes. Errors are *InvalidError
+// naming the field.
 func (j SpecJSON) Spec(isQuota bool, loc *time.Location) (limiter.Spec, error) {
+	return j.spec(isQuota, loc, true)
+}
+
+// spec is Spec; capped false lets a name be longer than MaxNameBytes (see
+// DecodeLimits).
+func (j SpecJSON) spec(isQuota bool, loc *time.Location, capped bool) (limiter.Spec, error) {
 	bad := func(field, format string, args ...any) (limiter.Spec, error) {
 		return limiter.Spec{}, invalid(field, format, args...)
 	}
 	sp := limiter.Spec{Name: j.Name, Limit: j.Limit, Shadow: j.Shadow}
 	if !credential.IsText(j.Name) {
 		return bad("name", "must be UTF-8 text without control characters")
+	}
+	if capped && len(j.Name) > MaxNameBytes {
+		return bad("name", "at most %d bytes, got %d", MaxNameBytes, len(j.Name))
 	}
 	if j.Limit < 1 || j.Limit > limiter.MaxLimit {
 		return bad("limit", "must be between 1 and %d, got %d", limiter.MaxLimit, j.Limit)
@@ -133,16 +157,25 @@ func EncodeList(specs []limiter.Spec) []SpecJSON {
 
 // DecodeList checks a rate or quota list (field "rate" or "quota") and
 // returns its specs, quota periods in loc; nil stays nil. A list holds
-// one limit per window or period. Errors are *InvalidError naming the
-// field by its path ("rate[1].window").
+// one limit per window or period, and at most MaxLimits. Errors are
+// *InvalidError naming the field by its path ("rate[1].window").
 func DecodeList(field string, list []SpecJSON, loc *time.Location) ([]limiter.Spec, error) {
+	return decodeList(field, list, loc, true)
+}
+
+// decodeList is DecodeList; capped false lifts the caps (MaxLimits,
+// MaxNameBytes).
+func decodeList(field string, list []SpecJSON, loc *time.Location, capped bool) ([]limiter.Spec, error) {
 	if list == nil {
 		return nil, nil
+	}
+	if capped && len(list) > MaxLimits {
+		return nil, invalid(field, "at most %d limits, got %d", MaxLimits, len(list))
 	}
 	specs := make([]limiter.Spec, len(list))
 	seen := map[string]int{}
 	for i, j := range list {
-		sp, err := j.Spec(field == "quota", loc)
+		sp, err := j.spec(field == "quota", loc, capped)
 		if err != nil {
 			var ie *InvalidError
 			if !errors.As(err, &ie) {
@@ -206,7 +239,10 @@ func EncodeRule(r limiter.Rule) (rate, quota []byte, err error) {
 }
 
 // DecodeLimits reads a rate or quota list that EncodeRule wrote, quota
-// periods in loc; nil or JSON null is a nil list (inherit).
+// periods in loc; nil or JSON null is a nil list (inherit). It checks the
+// list as DecodeList does but for the caps (MaxLimits, MaxNameBytes): a
+// rule stored before them still loads, so that it neither keeps every
+// other rule from loading nor resists its deletion.
 func DecodeLimits(field string, b []byte, loc *time.Location) ([]limiter.Spec, error) {
 	if b == nil {
 		return nil, nil
@@ -215,7 +251,7 @@ func DecodeLimits(field string, b []byte, loc *time.Location) ([]limiter.Spec, e
 	if err := json.Unmarshal(b, &list); err != nil {
 		return nil, fmt.Errorf("%s: %w", field, err)
 	}
-	return DecodeList(field, list, loc)
+	return decodeList(field, list, loc, false)
 }
 
 // NewRuleID returns a new rule id: "rule_" and 16 hex digits.

@@ -3,7 +3,9 @@ package quota_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,5 +88,57 @@ func TestCheckSubject(t *testing.T) {
 		if err := quota.CheckSubject(tc.subject); (err == nil) != tc.ok {
 			t.Errorf("CheckSubject(%.40q): %v, want ok %v", tc.subject, err, tc.ok)
 		}
+	}
+}
+
+// TestDecodeListCaps: a list holds at most quota.MaxLimits limits, and a
+// name at most quota.MaxNameBytes, since every response to the subject
+// carries them all in RateLimit-Policy; the errors name the field.
+// EncodeRule refuses what DecodeList does, yet a list a store wrote
+// before the caps still loads.
+func TestDecodeListCaps(t *testing.T) {
+	windows := func(n int) []quota.SpecJSON {
+		list := make([]quota.SpecJSON, n)
+		for i := range list {
+			list[i] = quota.SpecJSON{Limit: 10, Window: fmt.Sprintf("%ds", i+1)}
+		}
+		return list
+	}
+	named := func(name string) []quota.SpecJSON { return []quota.SpecJSON{{Name: name, Limit: 10, Window: "1s"}} }
+	for _, tc := range []struct {
+		name string
+		list []quota.SpecJSON
+		want string // "": valid
+	}{
+		{"16 windows", windows(quota.MaxLimits), ""},
+		{"17 windows", windows(quota.MaxLimits + 1), "rate: at most 16 limits, got 17"},
+		{"2000 windows", windows(2000), "rate: at most 16 limits, got 2000"},
+		{"64-byte name", named(strings.Repeat("n", quota.MaxNameBytes)), ""},
+		{"64-byte name of 32 runes", named(strings.Repeat("é", 32)), ""},
+		{"65-byte name", named(strings.Repeat("n", 65)), "rate[0].name: at most 64 bytes, got 65"},
+		{"500,000-byte name", named(strings.Repeat("n", 500000)), "rate[0].name: at most 64 bytes, got 500000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := quota.DecodeList("rate", tc.list, nil)
+			if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && (!errors.Is(err, quota.ErrInvalid) || got != "invalid rule: "+tc.want) {
+				t.Errorf("DecodeList: got %v, want %q", err, tc.want)
+			}
+			b, err := json.Marshal(tc.list)
+			if err != nil {
+				t.Fatal(err)
+			}
+			specs, err := quota.DecodeLimits("rate", b, nil)
+			if err != nil || len(specs) != len(tc.list) {
+				t.Fatalf("DecodeLimits of a stored list: %d specs, %v; want %d", len(specs), err, len(tc.list))
+			}
+			_, _, err = quota.EncodeRule(limiter.Rule{Subject: "user:alice", Limits: limiter.Limits{Rate: specs}})
+			if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && got != "invalid rule: "+tc.want {
+				t.Errorf("EncodeRule: got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	_, err := quota.DecodeList("quota", make([]quota.SpecJSON, 17), nil)
+	if got := fmt.Sprint(err); got != "invalid rule: quota: at most 16 limits, got 17" {
+		t.Errorf("DecodeList of 17 quotas: got %v, want the count named", err)
 	}
 }
