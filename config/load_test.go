@@ -313,6 +313,15 @@ func TestWarnings(t *testing.T) {
 	if got := strings.Join(c.Warnings(), "\n"); !strings.Contains(got, "database.url: not set, so runtime rules, violations, analytics and the quota ledger stay in this replica's data_dir") {
 		t.Errorf("Redis without database.url: warnings %q, want one saying what is not shared", got)
 	}
+
+	// PostgreSQL without Redis: limits per replica, quota counts not summed.
+	c, err = Load(LoadOptions{Overrides: map[string]any{"upstream": "http://x", "database.url": "postgres://db/gaia"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Warnings(), "\n"); !strings.Contains(got, "redis.url: not set, so this replica enforces limits in its own process") {
+		t.Errorf("database.url without Redis: warnings %q, want one saying limits are per replica", got)
+	}
 }
 
 func TestHashedKey(t *testing.T) {

@@ -516,6 +516,9 @@ func (c *Config) Warnings() []string {
 	if redis && c.Database.URL == "" {
 		w = append(w, "database.url: not set, so runtime rules, violations, analytics and the quota ledger stay in this replica's data_dir; replicas sharing this Redis share its limits but not those: give them one database.url")
 	}
+	if !redis && c.Database.URL != "" {
+		w = append(w, "redis.url: not set, so this replica enforces limits in its own process; if other replicas share this database, each admits up to a whole limit, and the ledger keeps the highest quota count of them, not their sum: give them one Redis")
+	}
 	return append(w, c.ignoredEnv...)
 }
 

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/gaia-proxy/gaia-proxy/internal/testenv"
+	"github.com/gaia-proxy/gaia-proxy/quota/pgstore"
 )
 
 // TestRuntimeRuleReachesReplicas writes a rule through one replica's admin
@@ -45,4 +49,54 @@ func TestRuntimeRuleReachesReplicas(t *testing.T) {
 	if now := time.Now(); now.Before(expiresAt) {
 		t.Errorf("the rule stopped applying %v before it expired", expiresAt.Sub(now))
 	}
+}
+
+// TestRuleReloadRetried: a reload of the runtime rules that fails (here
+// the rules' table is locked past the reload's 5 s bound when the change
+// is announced) is tried again once the database answers, so the stored
+// rule comes into force without waiting for another change. Before, it
+// stayed out of force on every replica until the next change.
+func TestRuleReloadRetried(t *testing.T) {
+	dbURL := testenv.Schema(t)
+	a, _ := twoReplicas(t, dbURL)
+	status := func() int {
+		resp, _ := call(t, a.proxy+"/r", "X-API-Key: key-k")
+		return resp.StatusCode
+	}
+	if status() != 200 {
+		t.Fatal("before the rule, a refused")
+	}
+	ctx := context.Background()
+	conn := func() *pgx.Conn {
+		c, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(ctx) })
+		return c
+	}
+	writer, locker := conn(), conn()
+	// The rule, stored without its announcement; then the table locked,
+	// and the change announced.
+	if _, err := writer.Exec(ctx, `INSERT INTO rate_limit_configs (id, subject, rate) VALUES ('rule_retried', 'key:k', '[{"limit":1,"window":"1h"}]')`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE rate_limit_configs IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.Exec(ctx, "SELECT pg_notify($1, current_schema())", pgstore.RulesChannel); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the reload failing on the locked table", func() bool {
+		return strings.Contains(a.logs.String(), "rules: reload failed")
+	}, a.logs)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The rule's window counts from now: one passes, then 429.
+	waitFor(t, 15*time.Second, "the rule in force after the failed reload", func() bool { return status() == 429 }, a.logs)
 }

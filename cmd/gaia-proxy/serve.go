@@ -494,19 +494,43 @@ func (ps *policyState) watch(ctx context.Context) {
 			}
 		})
 	}
+	// A reload of the runtime rules that fails (the database away or
+	// slow) is tried again, a second later and then at growing intervals
+	// up to rulesRetryMax, until one succeeds: a rule already stored
+	// would otherwise wait for the next change to come into force. So
+	// is a first load at start that failed.
+	var retry <-chan time.Time
+	wait := time.Second
+	ps.mu.Lock()
+	if ps.rules != nil && ps.rulesErr != nil {
+		retry = time.After(wait)
+	}
+	ps.mu.Unlock()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ps.hup:
 			ps.reload("SIGHUP")
+			continue
 		case <-changed:
 			ps.reload("file change")
+			continue
 		case <-ps.rulesChanged:
-			ps.reloadRules(ctx)
+		case <-retry:
 		}
+		if ps.reloadRules(ctx) {
+			retry, wait = nil, time.Second
+			continue
+		}
+		retry = time.After(wait)
+		wait = min(2*wait, rulesRetryMax)
 	}
 }
+
+// rulesRetryMax is the longest wait between attempts at a reload of the
+// runtime rules that keeps failing.
+const rulesRetryMax = 30 * time.Second
 
 // signalTo returns a func that signals ch without blocking.
 func signalTo(ch chan struct{}) func() {
@@ -575,22 +599,28 @@ func liveBus(cfg *config.Config, hot *hotPath, led *ledger, logf func(string, ..
 	return nil
 }
 
-func (ps *policyState) reloadRules(ctx context.Context) {
+// reloadRules loads the runtime rules and puts them in force; it
+// reports false when they could not be read, so that the caller tries
+// again (rules read but refused wait for the next change).
+func (ps *policyState) reloadRules(ctx context.Context) bool {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := ps.loadRules(ctx); err != nil {
-		ps.logf("rules: reload failed, the running rules stay in force: %v", err)
-		return
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			ps.logf("rules: reload failed, the running rules stay in force; trying again: %v", err)
+		}
+		return false
 	}
 	s, err := ps.settings(ps.cfg)
 	if err != nil {
 		ps.logf("rules: refused: %v", err)
-		return
+		return true
 	}
 	ps.proxy.SetSettings(s)
 	ps.logf("rules: %d runtime rules in force", len(ps.ruleList))
+	return true
 }
 
 // check reports a refused reload, or rules that could not be loaded, on
