@@ -204,6 +204,7 @@ type rediser interface {
 	Pipeline() redis.Pipeliner
 	ScriptLoad(ctx context.Context, script string) *redis.StringCmd
 	Ping(ctx context.Context) *redis.StatusCmd
+	Time(ctx context.Context) *redis.TimeCmd
 }
 
 // evaler runs scripts: a client, or a pipeline.
@@ -220,8 +221,10 @@ type Options struct {
 	Prefix string
 	// Clock is this process's own clock, used only to list the quota
 	// periods around now, among which the script picks by the Redis
-	// clock. Nil means time.Now. Tests skew it to show that replicas with
-	// clocks apart still agree.
+	// clock. It is corrected by how far it was from the Redis clock at
+	// Warm and at the last decision, so a clock hours off still lists the
+	// right periods. Nil means time.Now. Tests skew it to show that
+	// replicas with clocks apart still agree.
 	Clock func() time.Time
 	// Now is for tests: it replaces the Redis clock with a fake one,
 	// passed to every script call. Nil means the script reads Redis TIME,
@@ -247,6 +250,7 @@ type Store struct {
 	prefix string
 	now    func() time.Time // fake Redis clock (tests); nil: Redis TIME
 	clock  func() time.Time // this process's clock
+	skew   atomic.Int64     // the Redis clock minus clock, µs, as last seen
 	logf   func(format string, args ...any)
 	bySlot bool // one script call per hash slot: Redis Cluster
 	// reload asks a cluster client to learn the slots anew (nil for one
@@ -325,7 +329,29 @@ func New(rdb rediser, o *Options) *Store {
 // round trip. An error means Redis cannot be reached now; the store
 // works once it can.
 func (s *Store) Warm(ctx context.Context) error {
+	if t, err := s.rdb.Time(ctx).Result(); err == nil {
+		s.learnSkew(t.UnixMicro())
+	}
 	return s.rdb.ScriptLoad(ctx, s.script.src).Err()
+}
+
+// redisNow is the Redis clock as this process can tell without asking:
+// its own clock, corrected by the skew last seen. Quota periods are
+// listed around it (newItem), so that a replica whose clock is off by
+// more than maxSkew still sends the period Redis is in.
+func (s *Store) redisNow() time.Time {
+	return s.clock().Add(time.Duration(s.skew.Load()) * time.Microsecond)
+}
+
+// learnSkew notes that the Redis clock read t (µs) a moment ago. It
+// writes only a change of over a millisecond, so that decisions seldom
+// write the shared word; the reply's own delay, well under maxSkew, is
+// not corrected for.
+func (s *Store) learnSkew(t int64) {
+	d := t - s.clock().UnixMicro()
+	if old := s.skew.Load(); d-old > 1000 || old-d > 1000 {
+		s.skew.Store(d)
+	}
 }
 
 // Ping reports whether Redis answers (limiter.Pinger): a health check's
@@ -530,7 +556,7 @@ func (s *Store) Decide(ctx context.Context, limits []limiter.Limit, cost int64) 
 		d.Allowed = true
 		return d, nil
 	}
-	now := s.clock()
+	now := s.redisNow()
 	if s.now != nil {
 		now = s.now()
 	}
@@ -843,7 +869,7 @@ func (s *Store) Reset(ctx context.Context, limits []limiter.Limit) ([]limiter.Co
 	if len(limits) == 0 {
 		return nil, nil
 	}
-	now, nowArg := s.clock(), int64(-1)
+	now, nowArg := s.redisNow(), int64(-1)
 	if s.now != nil {
 		now = s.now()
 		nowArg = now.UnixMicro()
