@@ -589,13 +589,7 @@ func postgresRelay(t *testing.T, dbURL string) (*relay.Relay, string) {
 // the ledger keeps its usage. Before, the counter went on from zero
 // until the day ended, and the ledger never took its values.
 func TestInProcessCounterRaised(t *testing.T) {
-	dbURL := testenv.Schema(t)
-	rl, relayed := postgresRelay(t, dbURL)
-	up := newUpstream(t)
-	dir := t.TempDir()
-	text := strings.NewReplacer("LISTEN", "127.0.0.1:0", "DBURL", relayed, "FLUSH", "100ms", "QUOTA", "20",
-		"redis: {url: \"REDISURL\", key_prefix: \"PREFIX\", timeout: 2s, failure_mode: closed}\n", "").Replace(durableConfig)
-	file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)
+	file, up, rl, dbURL := inProcessBehindRelay(t, 20, "")
 	in := startMigrated(t, file)
 	for i := range 20 {
 		if resp, body := call(t, in.proxy+"/r", "X-API-Key: key-k"); resp.StatusCode != 200 {
@@ -630,6 +624,22 @@ func TestInProcessCounterRaised(t *testing.T) {
 	if used := ledgerUsed(t, dbURL); used != 20 {
 		t.Errorf("the ledger holds %d after the raise, want 20", used)
 	}
+}
+
+// inProcessBehindRelay writes the config of a server with the in-process
+// limiter and a schema of its own in PostgreSQL, reached through a relay
+// (flushing every 100 ms, key k with a daily quota of quota), and extra
+// in place of the redis line. It returns the config file, the upstream,
+// the relay and the schema's URL without the relay.
+func inProcessBehindRelay(t *testing.T, quota int, extra string) (string, *upstream, *relay.Relay, string) {
+	t.Helper()
+	dbURL := testenv.Schema(t)
+	rl, relayed := postgresRelay(t, dbURL)
+	up := newUpstream(t)
+	dir := t.TempDir()
+	text := strings.NewReplacer("LISTEN", "127.0.0.1:0", "DBURL", relayed, "FLUSH", "100ms", "QUOTA", fmt.Sprint(quota),
+		"redis: {url: \"REDISURL\", key_prefix: \"PREFIX\", timeout: 2s, failure_mode: closed}\n", extra).Replace(durableConfig)
+	return writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir), up, rl, dbURL
 }
 
 // durableBehindRelay starts the server on Redis and a schema of its own

@@ -128,15 +128,9 @@ func TestSIGTERMWithinBudget(t *testing.T) {
 // it before flushing. The ledger answers again only well after the cut,
 // so the charge owes nothing to its own read getting through.
 func TestSIGTERMFlushesCutRequests(t *testing.T) {
-	dbURL := testenv.Schema(t)
-	rl, relayed := postgresRelay(t, dbURL)
-	up := newUpstream(t)
-	dir := t.TempDir()
 	// The in-process hot path, the ledger behind the relay; a drain much
 	// shorter than the limiter's wait for the ledger (1 s).
-	text := strings.NewReplacer("LISTEN", "127.0.0.1:0", "DBURL", relayed, "FLUSH", "100ms", "QUOTA", "1000000",
-		"redis: {url: \"REDISURL\", key_prefix: \"PREFIX\", timeout: 2s, failure_mode: closed}\n", "shutdown_timeout: 300ms\n").Replace(durableConfig)
-	file := writeConfig(t, filepath.Join(dir, "gaia.yaml"), text, up.URL, dir)
+	file, _, rl, dbURL := inProcessBehindRelay(t, 1000000, "shutdown_timeout: 300ms\n")
 	var out strings.Builder
 	if err := run(context.Background(), []string{"migrate", "--config", file}, nil, &out, &out); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out.String())
