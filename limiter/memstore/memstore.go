@@ -184,6 +184,25 @@ func (s *Store) lock(mask uint64) {
 	}
 }
 
+// lockKeys locks the shards of the keys of xs (key gives each one's),
+// in ascending order, and returns their mask for unlock.
+func lockKeys[T any](s *Store, xs []T, key func(*T) string) uint64 {
+	var mask uint64
+	for i := range xs {
+		mask |= 1 << s.shardOf(key(&xs[i]))
+	}
+	s.lock(mask)
+	return mask
+}
+
+func counterKey(v *limiter.CounterValue) string { return v.Key }
+
+// counterOf returns the quota counter c, or nil when the store does not
+// hold it; c's shard is locked.
+func (s *Store) counterOf(c limiter.Counter) *counter {
+	return s.shards[s.shardOf(c.Key)].quotas[quotaKey{key: c.Key, start: c.Start.UnixNano()}]
+}
+
 func (s *Store) unlock(mask uint64) {
 	for m := mask; m != 0; m &= m - 1 {
 		s.shards[bits.TrailingZeros64(m)].mu.Unlock()
@@ -443,11 +462,7 @@ func (w *window) add(b, cost int64) {
 // Seed implements limiter.Store.
 func (s *Store) Seed(_ context.Context, values []limiter.CounterValue) error {
 	nowNs := s.now().UnixNano()
-	var mask uint64
-	for i := range values {
-		mask |= 1 << s.shardOf(values[i].Key)
-	}
-	s.lock(mask)
+	mask := lockKeys(s, values, counterKey)
 	for i := range values {
 		v := &values[i]
 		sh := &s.shards[s.shardOf(v.Key)]
@@ -468,15 +483,10 @@ func (s *Store) Seed(_ context.Context, values []limiter.CounterValue) error {
 // not be read when it was seeded is such a counter. Counters the store
 // does not hold are left alone.
 func (s *Store) Raise(_ context.Context, ledger []limiter.CounterValue) ([]limiter.CounterValue, error) {
-	var mask uint64
-	for i := range ledger {
-		mask |= 1 << s.shardOf(ledger[i].Key)
-	}
 	var raised []limiter.CounterValue
-	s.lock(mask)
+	mask := lockKeys(s, ledger, counterKey)
 	for _, v := range ledger {
-		sh := &s.shards[s.shardOf(v.Key)]
-		c := sh.quotas[quotaKey{key: v.Key, start: v.Start.UnixNano()}]
+		c := s.counterOf(v.Counter)
 		if c == nil || c.seq > v.Seq || (c.seq == v.Seq && c.used == v.Used) {
 			continue
 		}
@@ -497,18 +507,13 @@ func (s *Store) Refund(_ context.Context, counters []limiter.Counter, cost int64
 		return nil, nil
 	}
 	nowNs := s.now().UnixNano()
-	var mask uint64
-	for i := range counters {
-		mask |= 1 << s.shardOf(counters[i].Key)
-	}
 	var values []limiter.CounterValue
-	s.lock(mask)
+	mask := lockKeys(s, counters, func(c *limiter.Counter) string { return c.Key })
 	for i, c := range counters {
 		if slices.ContainsFunc(counters[:i], c.Is) {
 			continue
 		}
-		sh := &s.shards[s.shardOf(c.Key)]
-		e := sh.quotas[quotaKey{key: c.Key, start: c.Start.UnixNano()}]
+		e := s.counterOf(c)
 		if e == nil || (e.end != 0 && nowNs >= e.end) {
 			continue
 		}
@@ -526,12 +531,8 @@ func (s *Store) Refund(_ context.Context, counters []limiter.Counter, cost int64
 func (s *Store) Reset(_ context.Context, limits []limiter.Limit) ([]limiter.CounterValue, error) {
 	now := s.now()
 	nowNs := now.UnixNano()
-	var mask uint64
-	for i := range limits {
-		mask |= 1 << s.shardOf(limits[i].Key)
-	}
 	var values []limiter.CounterValue
-	s.lock(mask)
+	mask := lockKeys(s, limits, func(l *limiter.Limit) string { return l.Key })
 	for _, l := range limits {
 		sh := &s.shards[s.shardOf(l.Key)]
 		if l.Period == nil {
