@@ -302,6 +302,9 @@ func (e *eval) deliver(s *Store, res string, err error) {
 			}
 			return
 		}
+		if i == 0 && s.now == nil {
+			s.learnSkew(c.t) // once a script call, for redisNow
+		}
 		c.deliver(s, res[:n], nil)
 		res = res[n:]
 	}

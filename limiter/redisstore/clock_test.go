@@ -34,6 +34,21 @@ func TestClockFarOff(t *testing.T) {
 			if got := d.Statuses[0].Counter.Start; !got.Equal(want) {
 				t.Errorf("a replica %v off charges the period starting %v, want %v (the Redis clock's hour)", off, got.UTC(), want)
 			}
+
+			// Without Warm (Redis away at start), a decision's reply
+			// teaches the skew: the next decision is right.
+			cold := New(testenv.Redis(t), &Options{Prefix: testenv.Prefix(t), Clock: func() time.Time { return time.Now().Add(off) }})
+			defer cold.Close()
+			if _, err := cold.Decide(ctx, lim, 0); err != nil {
+				t.Fatal(err)
+			}
+			d, err = cold.Decide(ctx, lim, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := d.Statuses[0].Counter.Start; !got.Equal(want) {
+				t.Errorf("without Warm, after one decision, a replica %v off charges the period starting %v, want %v", off, got.UTC(), want)
+			}
 		})
 	}
 }

@@ -306,7 +306,6 @@ func (c *call) decode(res string) (int, error) {
 func (s *Store) apply(d *limiter.Decision, limits []limiter.Limit, items []item, idx []int, c *call, now time.Time) {
 	if s.now == nil {
 		now = time.UnixMicro(c.t)
-		s.learnSkew(c.t)
 	}
 	for k, i := range idx {
 		ci := &c.items[k]

@@ -343,10 +343,11 @@ func (s *Store) redisNow() time.Time {
 	return s.clock().Add(time.Duration(s.skew.Load()) * time.Microsecond)
 }
 
-// learnSkew notes that the Redis clock read t (µs) a moment ago. It
-// writes only a change of over a millisecond, so that decisions seldom
-// write the shared word; the reply's own delay, well under maxSkew, is
-// not corrected for.
+// learnSkew notes that the Redis clock read t (µs) a moment ago: at
+// Warm, and once per decide script call (the worker, not each caller).
+// It writes only a change of over a millisecond, so the shared word is
+// seldom written; the reply's own delay, well under maxSkew, is not
+// corrected for.
 func (s *Store) learnSkew(t int64) {
 	d := t - s.clock().UnixMicro()
 	if old := s.skew.Load(); d-old > 1000 || old-d > 1000 {
