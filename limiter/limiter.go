@@ -120,7 +120,7 @@ type Options struct {
 //     use).
 //   - When the primary returns, its quota counters are as it left them,
 //     behind the ledger, which holds the usage decided locally. A ledger
-//     that can raise them (quota.Recorder with a quota.Raiser source)
+//     that can raise them (quota.Recorder with a quota.Raiser)
 //     does so at the first write of each that finds it behind: the
 //     counter takes the larger of its own usage and the ledger's, so the
 //     usage decided locally counts against the rest of the period, short
@@ -382,11 +382,8 @@ func (l *Limiter) seed(ctx context.Context, s Store, d *Decision) error {
 	}
 	var values []CounterValue
 	if l.ledger != nil {
-		lctx, cancel := context.WithTimeout(ctx, l.ledgerTimeout)
 		var err error
-		values, err = l.ledger.Load(lctx, counters)
-		cancel()
-		if err != nil {
+		if values, err = l.loadLedger(ctx, counters); err != nil {
 			l.logLedgerDown(len(counters), err)
 			if len(values) != len(counters) {
 				values = nil
@@ -400,6 +397,14 @@ func (l *Limiter) seed(ctx context.Context, s Store, d *Decision) error {
 		values[i].Counter = counters[i]
 	}
 	return s.Seed(ctx, values)
+}
+
+// loadLedger reads counters from the ledger, waiting at most
+// ledgerTimeout.
+func (l *Limiter) loadLedger(ctx context.Context, counters []Counter) ([]CounterValue, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.ledgerTimeout)
+	defer cancel()
+	return l.ledger.Load(ctx, counters)
 }
 
 // logLedgerDown logs an unreadable ledger at most every ten seconds.
@@ -526,9 +531,7 @@ func (l *Limiter) outrank(ctx context.Context, values []CounterValue) []CounterV
 	for i, v := range values {
 		counters[i] = v.Counter
 	}
-	lctx, cancel := context.WithTimeout(ctx, l.ledgerTimeout)
-	defer cancel()
-	led, err := l.ledger.Load(lctx, counters)
+	led, err := l.loadLedger(ctx, counters)
 	if err != nil || len(led) != len(values) {
 		return values
 	}
